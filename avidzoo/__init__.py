@@ -1,0 +1,44 @@
+"""avidzoo: the AVID family of self-supervised audio-visual encoders.
+
+>>> import avidzoo
+>>> model = avidzoo.from_pretrained("cross_avid_r2plus1d.kinetics400")      # doctest: +SKIP
+>>> t = avidzoo.create_transforms(model)                                     # doctest: +SKIP
+>>> emb = model.encode_video(t.video(frames)[None])   # (1, 512)             # doctest: +SKIP
+"""
+
+from ._version import __version__
+from .errors import (
+    AvidzooError,
+    CheckpointError,
+    ChecksumError,
+    DownloadError,
+    NoPretrainedWeightsError,
+    UnknownModelError,
+    WeightsNotFoundError,
+)
+from .factory import create_model, from_pretrained, list_models
+from .hub import cache_dir, download
+from .models.avid import AVIDModel
+from .transforms import Transforms, create_transforms
+from .verify import VerifyReport, verify
+
+__all__ = [
+    "__version__",
+    "AVIDModel",
+    "Transforms",
+    "VerifyReport",
+    "cache_dir",
+    "create_model",
+    "create_transforms",
+    "download",
+    "from_pretrained",
+    "list_models",
+    "verify",
+    "AvidzooError",
+    "CheckpointError",
+    "ChecksumError",
+    "DownloadError",
+    "NoPretrainedWeightsError",
+    "UnknownModelError",
+    "WeightsNotFoundError",
+]

@@ -1,0 +1,174 @@
+"""The ``avidzoo`` command line: list, info, download, convert, verify, env."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from collections.abc import Sequence
+
+from . import hub
+from ._version import __version__
+from .errors import AvidzooError
+
+EXAMPLES = """examples:
+  avidzoo list                      every model; `avidzoo list --pretrained` every released weight
+  avidzoo info cross_avid_r2plus1d.kinetics400
+  avidzoo download avid_cma_r2plus1d.audioset --to ./weights   (then AVIDZOO_WEIGHTS_DIR=./weights offline)
+  avidzoo convert AVID_Kinetics_Cross-N1024_checkpoint.pth.tar ./avid_kinetics
+  avidzoo verify cross_avid_r2plus1d.kinetics400
+"""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .factory import list_models
+    from .manifest import get_manifest
+
+    names = list_models(args.filter, pretrained=args.pretrained)
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    m = get_manifest()
+    for name in names:
+        if args.pretrained:
+            w = m.weight(name)
+            metrics = " ".join(f"{k}={v}" for k, v in w.metrics.items())
+            print(f"{name:40s} {w.pretrain_data:14s} {w.license:14s} {metrics}")
+        else:
+            spec = m.model(name)
+            tags = ", ".join(spec.tags) or "(no released weights)"
+            print(f"{name:24s} {spec.architecture:18s} {tags}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .manifest import get_manifest
+
+    m = get_manifest()
+    model_spec, weight_spec = m.resolve(args.name)
+    info = {"model": model_spec.name, "architecture": model_spec.architecture, "method": model_spec.method,
+            "method_info": dict(model_spec.method_info), "tags": list(model_spec.tags),
+            "default_tag": model_spec.default_tag}
+    if weight_spec is not None:
+        info["weights"] = {
+            "name": weight_spec.name, "description": weight_spec.description, "file_name": weight_spec.file_name,
+            "sources": [s if isinstance(s, str) else dict(s) for s in hub.network_sources(weight_spec)],
+            "hashes": dict(weight_spec.hashes), "hash_provenance": weight_spec.hash_provenance,
+            "size_bytes": weight_spec.size_bytes, "license": weight_spec.license,
+            "metrics": dict(weight_spec.metrics), "preprocessing": dict(weight_spec.preprocessing),
+            "origin_url": weight_spec.origin_url, "training_config": weight_spec.training_config,
+            "cached": (hub.cache_dir() / "weights" / weight_spec.name / "model.safetensors").is_file(),
+        }
+    else:
+        info["weights"] = None
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    for name, folder in hub.download(args.names, args.to, progress=not args.quiet).items():
+        print(f"{name}\t{folder}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .factory import from_pretrained
+
+    model = from_pretrained(args.src)
+    out = model.save_pretrained(args.out)
+    print(f"wrote {out} ({', '.join(model.modalities)} towers)")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    report = verify(args.target)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def env_report() -> dict[str, object]:
+    """Versions of everything avidzoo runs on, for bug reports."""
+    import torch
+
+    report: dict[str, object] = {"avidzoo": __version__, "python": sys.version.split()[0],
+                                 "platform": platform.platform(), "torch": torch.__version__}
+    for mod in ("torchvision", "torchaudio", "huggingface_hub", "safetensors", "einops", "numpy"):
+        try:
+            report[mod] = __import__(mod).__version__
+        except Exception as e:  # report, do not fail: this command exists to debug broken installs
+            report[mod] = f"unavailable ({type(e).__name__}: {e})"
+    try:
+        import av
+
+        report["av"] = av.__version__
+        report["ffmpeg"] = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
+    except Exception as e:
+        report["av"] = f"unavailable ({type(e).__name__}: {e})"
+    report["cuda_build"] = torch.version.cuda
+    report["cuda_available"] = torch.cuda.is_available()
+    if torch.cuda.is_available():
+        report["cudnn"] = torch.backends.cudnn.version()
+        report["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    report["cache_dir"] = str(hub.cache_dir())
+    report["offline"] = hub.is_offline()
+    return report
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    print(json.dumps(env_report(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avidzoo", description="AVID audio-visual encoders: weights and tools.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"avidzoo {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is fetched and from where")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list models or released weights")
+    s.add_argument("filter", nargs="?", default="*", help="fnmatch pattern or substring")
+    s.add_argument("--pretrained", action="store_true", help="list weights (model.tag) instead of models")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_list)
+
+    s = sub.add_parser("info", help="sources, hashes, license, preprocessing and metrics of a model or weight")
+    s.add_argument("name")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("download", help="fetch, verify and convert weights (optionally into a portable folder)")
+    s.add_argument("names", nargs="+", metavar="NAME")
+    s.add_argument("--to", metavar="DIR", help="also copy each into DIR/<name>/ for use on another machine")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_download)
+
+    s = sub.add_parser("convert", help="convert an original .pth.tar (or any loadable source) to a saved folder")
+    s.add_argument("src")
+    s.add_argument("out", metavar="OUT_DIR")
+    s.set_defaults(func=_cmd_convert)
+
+    s = sub.add_parser("verify", help="re-hash and read cached weights, a folder or a file")
+    s.add_argument("target", metavar="NAME|PATH")
+    s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
+    s.set_defaults(func=_cmd_env)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="avidzoo: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (AvidzooError, ValueError, OSError) as e:
+        print(f"avidzoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

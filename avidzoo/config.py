@@ -1,0 +1,88 @@
+"""Model configs: the plain dict an :class:`AVIDModel` is built from and that ``save_pretrained`` writes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .manifest import ModelSpec, WeightSpec
+
+MODALITIES = ("video", "audio")
+
+
+def normalize_modalities(modalities: str | Sequence[str]) -> list[str]:
+    mods = [modalities] if isinstance(modalities, str) else list(modalities)
+    bad = [m for m in mods if m not in MODALITIES]
+    if bad or not mods:
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {tuple(mods)}")
+    return [m for m in MODALITIES if m in mods]
+
+
+def model_config(
+    model: ModelSpec,
+    weights: WeightSpec | None,
+    *,
+    modalities: str | Sequence[str] = MODALITIES,
+    video_depth: int | None = None,
+    proj_dims: Sequence[int] | None | str = "default",
+) -> dict[str, Any]:
+    """The config of ``model`` (with ``weights``' provenance and preprocessing when given)."""
+    arch = model.arch
+    mods = normalize_modalities(modalities)
+    video = dict(arch["video"])
+    if video_depth is not None:
+        if weights is not None and video_depth != video["depth"]:
+            raise ValueError(f"{weights.name} has a depth-{video['depth']} video encoder, not {video_depth}")
+        video["depth"] = int(video_depth)
+    cfg: dict[str, Any] = {
+        "model": model.name,
+        "architecture": model.architecture,
+        "method": model.method,
+        "weights": weights.name if weights else None,
+        "modalities": mods,
+        "video": video,
+        "audio": dict(arch["audio"]),
+        "proj_dims": list(arch["proj_dims"]) if proj_dims == "default" else (list(proj_dims) if proj_dims else None),
+        "num_classes": None,
+        "label_names": None,
+        "dropout": 0.5,
+        "preprocessing": copy.deepcopy(dict(weights.preprocessing)) if weights else default_preprocessing(),
+        "license": weights.license if weights else None,
+    }
+    if weights is not None:
+        cfg["metrics"] = dict(weights.metrics)
+        cfg["source"] = {"file_name": weights.file_name, "hashes": dict(weights.hashes), "format": weights.format}
+    return cfg
+
+
+def default_preprocessing() -> dict[str, Any]:
+    """The preprocessing of the released weights (the manifest's ``avid_original`` entry), for untrained models."""
+    from .manifest import get_manifest
+
+    return copy.deepcopy(get_manifest().data["preprocessing"]["avid_original"])
+
+
+def config_from_state(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """A config for a state dict of unknown provenance (an original ``.pth.tar`` given by path)."""
+    from .convert import infer_architecture
+
+    arch = infer_architecture(state)
+    mods = [m for m in MODALITIES if arch[m]]
+    cfg = {
+        "model": None,
+        "architecture": None,
+        "method": None,
+        "weights": None,
+        "modalities": mods,
+        "video": arch["video"] or {"arch": "r2plus1d", "depth": 18},
+        "audio": arch["audio"] or {"arch": "conv2d", "depth": 10},
+        "proj_dims": arch["proj_dims"],
+        "num_classes": arch.get("num_classes"),
+        "label_names": None,
+        "dropout": 0.5,
+        "preprocessing": default_preprocessing(),
+        "license": None,
+    }
+    cfg.update(extra)
+    return cfg

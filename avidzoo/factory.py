@@ -1,0 +1,185 @@
+"""Public entry points: list, create and load models; bind transforms to weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import hub
+from .config import MODALITIES, config_from_state, model_config, normalize_modalities
+from .convert import read_original_checkpoint, select_towers
+from .errors import CheckpointError, NoPretrainedWeightsError, WeightsNotFoundError
+from .manifest import WeightSpec, get_manifest
+from .models.avid import AVIDModel
+from .serialization import read_pretrained_dir, read_safetensors
+
+__all__ = ["list_models", "create_model", "from_pretrained", "resolve_weights"]
+
+_ORIGINAL_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
+
+
+def list_models(filter: str = "*", pretrained: bool = False) -> list[str]:
+    """Model names (``pretrained=False``) or weight names ``model.tag`` (``pretrained=True``) matching ``filter``.
+
+    ``filter`` is an fnmatch pattern; a plain word matches as a substring (``list_models("cma")``).
+    """
+    return get_manifest().list_models(filter, pretrained)
+
+
+def resolve_weights(name: str) -> tuple[WeightSpec, Callable[[], dict[str, Any]]]:
+    """The weight spec a registry name points to, and a function building its full config."""
+    model_spec, weight_spec = get_manifest().resolve(name)
+    if weight_spec is None:
+        raise _no_weights(model_spec.name, model_spec.method_info.get("title", model_spec.method))
+    return weight_spec, lambda: model_config(model_spec, weight_spec)
+
+
+def _no_weights(name: str, title: str) -> NoPretrainedWeightsError:
+    released = ", ".join(list_models(pretrained=True))
+    return NoPretrainedWeightsError(
+        f"no pretrained weights were ever released for {name} ({title}); the released ones are: {released}. "
+        f"Train it with avidzoo.train, or load weights you have with from_pretrained('local-dir:DIR'), "
+        f"from_pretrained('hf-hub:ORG/REPO') or from_pretrained(PATH). create_model({name!r}) builds it untrained."
+    )
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    num_classes: int | None = None,
+    label_names: Sequence[str] | None = None,
+    modalities: str | Sequence[str] = MODALITIES,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    video_depth: int | None = None,
+    proj_dims: Sequence[int] | None | str = "default",
+) -> AVIDModel:
+    """Build a model by registry name, optionally with its pretrained weights.
+
+    Args:
+        name: ``model`` (e.g. ``cross_avid_r2plus1d``, its default weights), ``model.tag``
+            (``cross_avid_r2plus1d.kinetics400``; ``kinetics``/``audioset`` are accepted tags), or a source that
+            :func:`from_pretrained` understands (``hf-hub:``, ``local-dir:``, a path), which implies pretrained.
+        pretrained: load the weights (fetched, verified, converted and cached on first use).
+        num_classes: attach a new Dropout(0.5) + Linear video classifier with this many classes; the backbone
+            still loads strictly.
+        label_names: names of the classes, saved with the model.
+        modalities: ``("video",)``, ``("audio",)`` or both; only these towers are built and loaded.
+        cache_dir: where weights are cached (default ``$AVIDZOO_HOME`` or ``~/.cache/avidzoo``).
+        device: move the model there (loading always happens on the CPU first).
+        video_depth, proj_dims: architecture overrides for untrained models (depth 10/18/34; heads, ``None`` for none).
+
+    Pretrained models are returned in eval mode; untrained ones in train mode.
+    """
+    if _is_source(name):
+        return from_pretrained(name, num_classes=num_classes, label_names=label_names, modalities=modalities,
+                               cache_dir=cache_dir, device=device, progress=progress)
+    model_spec, weight_spec = get_manifest().resolve(name)
+    if pretrained:
+        if weight_spec is None:
+            raise _no_weights(model_spec.name, model_spec.method_info.get("title", model_spec.method))
+        if video_depth is not None or proj_dims != "default":
+            raise ValueError("video_depth and proj_dims are fixed by pretrained weights")
+        config, state = hub.load_weights(weight_spec, lambda: model_config(model_spec, weight_spec),
+                                         cache_dir_=cache_dir, progress=progress)
+        return build_model(config, state, modalities=modalities, num_classes=num_classes,
+                           label_names=label_names, device=device)
+    config = model_config(model_spec, weight_spec, modalities=modalities, video_depth=video_depth, proj_dims=proj_dims)
+    config["weights"] = None  # architecture and preprocessing of the named weights, random initialisation
+    config.pop("source", None)
+    config.pop("metrics", None)
+    model = AVIDModel(config)
+    if num_classes:
+        model.reset_classifier(num_classes, label_names)
+    return model.to(device) if device is not None else model
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    num_classes: int | None = None,
+    label_names: Sequence[str] | None = None,
+    modalities: str | Sequence[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+) -> AVIDModel:
+    """Load a model with weights from any source.
+
+    ``name_or_path`` is one of: a registry name or alias (see :func:`create_model`); ``hf-hub:org/repo[@revision]``;
+    ``local-dir:PATH`` or a directory written by ``save_pretrained``; a ``.safetensors`` file; an original AVID
+    checkpoint (``.pth.tar``), read with ``weights_only=True``. ``modalities=None`` keeps every tower the source has.
+    The model is returned in eval mode.
+    """
+    name = os.fspath(name_or_path)
+    kw = dict(num_classes=num_classes, label_names=label_names, modalities=modalities, device=device)
+    if name.startswith("hf-hub:"):
+        config, state = read_pretrained_dir(hub.hf_hub_folder(name[len("hf-hub:"):], cache_dir_=cache_dir))
+        return build_model(config, state, **kw)
+    if name.startswith("local-dir:"):
+        return build_model(*read_pretrained_dir(Path(name[len("local-dir:"):]).expanduser()), **kw)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return build_model(*read_pretrained_dir(path), **kw)
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            config, state = read_safetensors(path)
+            return build_model(config or config_from_state(state), state, **kw)
+        state = read_original_checkpoint(path)
+        return build_model(config_from_state(state), state, **kw)
+    if _looks_like_path(name):
+        raise WeightsNotFoundError(f"{name}: no such file or directory")
+    return create_model(name, pretrained=True, modalities=modalities or MODALITIES, cache_dir=cache_dir,
+                        progress=progress, num_classes=num_classes, label_names=label_names, device=device)
+
+
+def build_model(
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    *,
+    modalities: str | Sequence[str] | None = None,
+    num_classes: int | None = None,
+    label_names: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+) -> AVIDModel:
+    """An :class:`AVIDModel` for ``config`` with ``state`` loaded strictly (a newly requested head excepted)."""
+    config = dict(config)
+    available = normalize_modalities(config.get("modalities") or MODALITIES)
+    mods = normalize_modalities(modalities) if modalities is not None else available
+    missing_towers = [m for m in mods if m not in available]
+    if missing_towers:
+        raise ValueError(f"these weights have no {' or '.join(missing_towers)} tower (they have {available})")
+    config["modalities"] = mods
+    state = select_towers(state, mods)
+    new_head = num_classes is not None and num_classes != config.get("num_classes")
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        config.update(num_classes=num_classes or None, label_names=None)
+    if label_names is not None:
+        config["label_names"] = list(label_names)
+    model = AVIDModel(config)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not (new_head and k.startswith("classifier."))]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"weights do not fit the {config.get('model') or 'AVID'} architecture: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+    model.eval()
+    return model.to(device) if device is not None else model
+
+
+def _is_source(name: str) -> bool:
+    return name.startswith(("hf-hub:", "local-dir:")) or _looks_like_path(name)
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or name.startswith((".", "~")) or name.endswith((".safetensors", *_ORIGINAL_SUFFIXES)) \
+        or Path(name).exists()

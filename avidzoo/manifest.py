@@ -1,0 +1,188 @@
+"""Read ``weights_manifest.json``: the one description of every model and weight.
+
+The bundled manifest ships inside the package (a source checkout reads the top-level file). Extra manifest files
+named in ``AVIDZOO_MANIFEST`` (``os.pathsep``-separated) are overlaid on it, entry by entry, so that private or
+mirrored weights get the same verified, cached loading as the released ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import fnmatch
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UnknownModelError
+
+__all__ = ["Manifest", "ModelSpec", "WeightSpec", "get_manifest"]
+
+MANIFEST_FILE = "weights_manifest.json"
+_SECTIONS = ("architectures", "methods", "models", "tag_aliases", "preprocessing", "weights")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: an architecture trained (or to be trained) with one method."""
+
+    name: str
+    architecture: str
+    method: str
+    default_tag: str | None
+    arch: Mapping[str, Any]
+    method_info: Mapping[str, Any]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weights file and everything known about it (``name`` is ``model.tag``)."""
+
+    name: str
+    model: str
+    tag: str
+    format: str
+    file_name: str
+    sources: tuple[Any, ...]
+    hashes: Mapping[str, str]
+    size_bytes: int | None
+    license: str
+    preprocessing: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    description: str = ""
+    pretrain_data: str = ""
+    hash_provenance: str = ""
+    origin_url: str = ""
+    training_config: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _natural_key(s: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _bundled_path() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / MANIFEST_FILE, here.parent / MANIFEST_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{MANIFEST_FILE} is neither in {here} nor in {here.parent}; the installation is broken")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read manifest {path}: {e}") from e
+    if not isinstance(data, dict) or data.get("schema_version") != 1:
+        raise ValueError(f"manifest {path}: expected a JSON object with schema_version 1")
+    return data
+
+
+class Manifest:
+    """Typed, read-only access to the merged manifest data."""
+
+    def __init__(self, data: Mapping[str, Any], paths: tuple[Path, ...] = ()) -> None:
+        self.data = data
+        self.paths = paths
+        self._check()
+
+    @classmethod
+    def load(cls, extra: str | None = None) -> Manifest:
+        base = _bundled_path()
+        merged = _read_json(base)
+        paths = [base]
+        for item in filter(None, (extra or "").split(os.pathsep)):
+            path = Path(item).expanduser()
+            overlay = _read_json(path)
+            for section in _SECTIONS:
+                merged.setdefault(section, {}).update(overlay.get(section, {}))
+            paths.append(path)
+        return cls(merged, tuple(paths))
+
+    def _check(self) -> None:
+        d = self.data
+        for name, m in d["models"].items():
+            for key in ("architecture", "method"):
+                table = "architectures" if key == "architecture" else "methods"
+                if m[key] not in d[table]:
+                    raise ValueError(f"manifest: model {name!r} names unknown {key} {m[key]!r}")
+        for name, w in d["weights"].items():
+            model, _, tag = name.partition(".")
+            if model not in d["models"] or not tag:
+                raise ValueError(f"manifest: weight {name!r} must be named '<model>.<tag>' with a known model")
+            if w["preprocessing"] not in d["preprocessing"]:
+                raise ValueError(f"manifest: weight {name!r} names unknown preprocessing {w['preprocessing']!r}")
+            if not w.get("hashes"):
+                raise ValueError(f"manifest: weight {name!r} has no expected hash")
+
+    # -- lookups -------------------------------------------------------------------------------------------------
+    def model(self, name: str) -> ModelSpec:
+        d = self.data
+        if name not in d["models"]:
+            raise self._unknown(name)
+        m = d["models"][name]
+        tags = tuple(sorted(w.partition(".")[2] for w in d["weights"] if w.partition(".")[0] == name))
+        return ModelSpec(
+            name=name,
+            architecture=m["architecture"],
+            method=m["method"],
+            default_tag=m.get("default_tag"),
+            arch=copy.deepcopy(d["architectures"][m["architecture"]]),
+            method_info=copy.deepcopy(d["methods"][m["method"]]),
+            tags=tags,
+        )
+
+    def weight(self, name: str) -> WeightSpec:
+        if name not in self.data["weights"]:
+            raise self._unknown(name)
+        w = copy.deepcopy(self.data["weights"][name])
+        model, _, tag = name.partition(".")
+        known = {f for f in WeightSpec.__dataclass_fields__ if f not in ("name", "model", "tag", "extra")}
+        kwargs = {k: w.pop(k) for k in list(w) if k in known}
+        kwargs["preprocessing"] = copy.deepcopy(self.data["preprocessing"][kwargs["preprocessing"]])
+        kwargs["sources"] = tuple(kwargs.get("sources", ()))
+        return WeightSpec(name=name, model=model, tag=tag, extra=w, **kwargs)
+
+    def resolve(self, name: str) -> tuple[ModelSpec, WeightSpec | None]:
+        """``model`` (its default weights, if any) or ``model.tag`` (a tag alias like ``kinetics`` is accepted)."""
+        model_name, _, tag = name.strip().partition(".")
+        spec = self.model(model_name)
+        if not tag:
+            return spec, self.weight(f"{model_name}.{spec.default_tag}") if spec.default_tag else None
+        tag = self.data["tag_aliases"].get(tag, tag)
+        full = f"{model_name}.{tag}"
+        if full not in self.data["weights"]:
+            known = ", ".join(spec.tags) or "none: no weights were released for it"
+            raise UnknownModelError(f"model {model_name!r} has no weights tagged {tag!r}; its tags: {known}")
+        return spec, self.weight(full)
+
+    def list_models(self, filter: str = "*", pretrained: bool = False) -> list[str]:
+        names = list(self.data["weights"]) if pretrained else list(self.data["models"])
+        pattern = filter if any(c in filter for c in "*?[") else f"*{filter}*"
+        return sorted((n for n in names if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
+
+    def _unknown(self, name: str) -> UnknownModelError:
+        names = list(self.data["models"]) + list(self.data["weights"])
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        return UnknownModelError(
+            f"unknown model or weights {name!r}.{hint} `avidzoo list` shows them all; local files load with "
+            "from_pretrained('local-dir:PATH'), a path, or 'hf-hub:ORG/REPO'."
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(extra: str) -> Manifest:
+    return Manifest.load(extra)
+
+
+def get_manifest() -> Manifest:
+    """The bundled manifest with ``AVIDZOO_MANIFEST`` overlays applied (cached per value of that variable)."""
+    return _cached(os.environ.get("AVIDZOO_MANIFEST", ""))

@@ -1,0 +1,175 @@
+"""Preprocessing bound to the weights' config: decoded frames / waveforms in, model inputs out.
+
+Accepted layouts:
+
+* video: uint8 or float frames ``(T, H, W, 3)`` (what PyAV, torchcodec and numpy decoders give) or a batch
+  ``(B, T, H, W, 3)``; float input is taken to be in [0, 255]. Output ``(3, T, S, S)`` or ``(B, 3, T, S, S)`` float32,
+  S = ``crop_size``. Works on any device: move the frames to CUDA first to run it there.
+* audio: a waveform ``(N,)``, ``(C, N)`` or a batch ``(B, C, N)``, float in [-1, 1]. Output ``(1, T, F)`` or
+  ``(B, 1, T, F)`` float32 normalised log-spectrograms (the released weights: ``(1, 200, 257)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["VideoTransform", "AudioTransform", "Transforms", "create_transforms"]
+
+
+class VideoTransform:
+    """Evaluation video preprocessing: short side to ``resize`` (bilinear, antialiased), centre crop ``crop_size``,
+    scale to [0, 1], normalise with ``mean``/``std``; frames ``(..., T, H, W, 3)`` -> ``(..., 3, T, S, S)``."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        self.resize = int(config["resize"])
+        self.crop_size = int(config["crop_size"])
+        self.mean = tuple(float(m) for m in config["mean"])
+        self.std = tuple(float(s) for s in config["std"])
+
+    def __repr__(self) -> str:
+        return f"VideoTransform(resize={self.resize}, crop_size={self.crop_size}, mean={self.mean}, std={self.std})"
+
+    def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(frames)
+        if x.ndim not in (4, 5) or x.shape[-1] != 3:
+            raise ValueError(f"video frames must be (T, H, W, 3) or (B, T, H, W, 3), got shape {tuple(x.shape)}")
+        batched = x.ndim == 5
+        if not batched:
+            x = x.unsqueeze(0)
+        b, t, h, w, _ = x.shape
+        x = x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
+        # Short side to `resize`, the long side scaled and truncated as PIL/torchvision Resize(int) does.
+        size = (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = x.clamp_(0, 255)
+        top = int(round((size[0] - self.crop_size) / 2.0))
+        left = int(round((size[1] - self.crop_size) / 2.0))
+        x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255.0
+        x = (x - mean) / std
+        x = x.reshape(b, t, 3, self.crop_size, self.crop_size).permute(0, 2, 1, 3, 4).contiguous()
+        return x if batched else x[0]
+
+
+@functools.lru_cache(maxsize=4)
+def load_norm_stats(file: str, sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frequency dB mean and std shipped in ``avidzoo/assets`` (checked against the manifest's sha256)."""
+    data = resources.files("avidzoo.assets").joinpath(file).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise RuntimeError(f"avidzoo/assets/{file}: sha256 {actual} differs from the manifest's {sha256}")
+    with np.load(io.BytesIO(data)) as npz:
+        return torch.from_numpy(npz["mean"].astype(np.float32)), torch.from_numpy(npz["std"].astype(np.float32))
+
+
+class AudioTransform:
+    """The original log-spectrogram: mono, trim/pad to ``clip_duration``, power STFT (``n_fft``, ``hop_length``,
+    periodic Hann, centred, reflect-padded), keep bin 0 and average the other bins in adjacent pairs, first
+    ``num_frames`` frames, ``10 log10(max(S, amin))`` floored at the clip's max minus ``top_db``, then per-frequency
+    ``(x - mean) / (std + eps)``. Waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` -> ``(1, T, F)`` / ``(B, 1, T, F)``.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        c = self.config
+        self.sample_rate = int(c["sample_rate"])
+        self.num_samples = int(round(float(c["clip_duration"]) * self.sample_rate))
+        self.n_fft, self.hop_length = int(c["n_fft"]), int(c["hop_length"])
+        self.num_frames, self.freq_bins = int(c["num_frames"]), int(c["freq_bins"])
+        if c.get("bin_pooling") != "keep_dc_mean_pairs" or (self.n_fft // 2) != 2 * (self.freq_bins - 1):
+            raise ValueError(f"unsupported spectrogram config: n_fft {self.n_fft} with {self.freq_bins} bins")
+        stats = c["norm_stats"]
+        self.mean, self.std = load_norm_stats(stats["file"], stats["sha256"])
+        self.eps = float(stats["eps"])
+
+    def __repr__(self) -> str:
+        return (f"AudioTransform(sample_rate={self.sample_rate}, samples={self.num_samples}, n_fft={self.n_fft}, "
+                f"hop={self.hop_length}, out=(1, {self.num_frames}, {self.freq_bins}))")
+
+    def __call__(self, waveform: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor:
+        x = torch.as_tensor(waveform)
+        if x.ndim not in (1, 2, 3):
+            raise ValueError(f"waveform must be (N,), (C, N) or (B, C, N), got shape {tuple(x.shape)}")
+        batched = x.ndim == 3
+        x = x.float().reshape(-1, *x.shape[-2:]) if x.ndim > 1 else x.float().view(1, 1, -1)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            import torchaudio.functional as AF
+
+            x = AF.resample(x, sample_rate, self.sample_rate)
+        x = x.mean(dim=1)  # (B, N) mono
+        n = x.shape[-1]
+        x = x[:, : self.num_samples] if n >= self.num_samples else F.pad(x, (0, self.num_samples - n))
+        spec = self.spectrogram(x)
+        return spec if batched else spec[0]
+
+    def spectrogram(self, mono: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` mono waveforms of the configured length -> ``(B, 1, T, F)`` normalised log-spectrograms."""
+        window = torch.hann_window(self.n_fft, periodic=True, device=mono.device)
+        stft = torch.stft(mono, self.n_fft, self.hop_length, window=window, center=True, pad_mode="reflect",
+                          return_complex=True)
+        power = stft.real.square() + stft.imag.square()  # (B, n_fft/2 + 1, frames)
+        b, _, frames = power.shape
+        pooled = torch.cat([power[:, :1], power[:, 1:].reshape(b, self.freq_bins - 1, 2, frames).mean(2)], dim=1)
+        pooled = pooled[:, :, : self.num_frames]
+        db = 10.0 * torch.log10(pooled.clamp_min(float(self.config["db_amin"])))
+        floor = db.amax(dim=(1, 2), keepdim=True) - float(self.config["top_db"])
+        db = torch.maximum(db, floor)
+        mean, std = self.mean.to(db.device), self.std.to(db.device)
+        db = (db - mean[:, None]) / (std[:, None] + self.eps)
+        return db.transpose(1, 2).unsqueeze(1).contiguous()
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        frames = min(self.num_frames, 1 + self.num_samples // self.hop_length)
+        return 1, frames, self.freq_bins
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The preprocessing of one model's weights: ``.video`` and ``.audio`` callables (``None`` for a missing tower)."""
+
+    video: VideoTransform | None
+    audio: AudioTransform | None
+    config: Mapping[str, Any]
+
+
+def create_transforms(name_or_model: Any) -> Transforms:
+    """Preprocessing bound to a model's weights: a registry name, a source ``from_pretrained`` accepts, or a model."""
+    from .models.avid import AVIDModel
+
+    if isinstance(name_or_model, AVIDModel):
+        config = name_or_model.config
+    else:
+        from .factory import _is_source, from_pretrained
+        from .manifest import get_manifest
+
+        name = str(name_or_model)
+        if _is_source(name):
+            config = from_pretrained(name).config
+        else:
+            from .config import model_config
+
+            model_spec, weight_spec = get_manifest().resolve(name)
+            config = model_config(model_spec, weight_spec)
+    pre = config["preprocessing"]
+    mods = config.get("modalities") or ["video", "audio"]
+    return Transforms(
+        video=VideoTransform(pre["video"]) if "video" in mods else None,
+        audio=AudioTransform(pre["audio"]) if "audio" in mods else None,
+        config=pre,
+    )
+
+
