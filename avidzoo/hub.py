@@ -63,6 +63,11 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "avidzoo"
 
 
+def hf_endpoint() -> str | None:
+    """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import), for mirrors such as hf-mirror."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def _show_progress(progress: bool | None) -> bool:
     if progress is not None:
         return progress
@@ -161,7 +166,7 @@ def _fetch_hf(source: Mapping[str, Any], spec: WeightSpec, cache: Path) -> Path:
 
     path = hf_hub_download(
         source["hf_hub_id"], source.get("filename", spec.file_name), revision=source.get("revision"),
-        library_name="avidzoo", library_version=__version__,
+        library_name="avidzoo", library_version=__version__, endpoint=hf_endpoint(),
     )
     verify_file(path, spec.hashes, spec.size_bytes)
     return Path(path)
@@ -305,7 +310,7 @@ def hf_hub_folder(repo: str, *, cache_dir_: str | os.PathLike | None = None) -> 
         try:
             files[fname] = hf_hub_download(
                 repo_id, fname, revision=revision or None, local_files_only=is_offline(),
-                library_name="avidzoo", library_version=__version__,
+                library_name="avidzoo", library_version=__version__, endpoint=hf_endpoint(),
                 cache_dir=None if cache_dir_ is None else str(Path(cache_dir_) / "hf"),
             )
         except Exception as e:

@@ -158,7 +158,9 @@ def push_to_hub(
 ) -> str:
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token, library_name="avidzoo", library_version=__version__)
+    from .hub import hf_endpoint
+
+    api = HfApi(endpoint=hf_endpoint(), token=token, library_name="avidzoo", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp)

@@ -15,6 +15,7 @@ import torch
 import avidzoo
 from avidzoo.errors import ChecksumError, DownloadError, WeightsNotFoundError
 from avidzoo.hub import download_url
+
 from conftest import assert_same_outputs, write_overlay
 
 HERE = Path(__file__).resolve().parent
