@@ -7,11 +7,12 @@ import base64
 import hashlib
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from http_server import LocalServer
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> commit -> {path: bytes}
         self.refs: dict[str, dict[str, str]] = {}  # repo -> ref -> commit
@@ -91,18 +92,4 @@ class FakeHub:
                                        "pullRequestUrl": None})
                 self._send(404)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve_with(Handler)

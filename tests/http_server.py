@@ -26,7 +26,28 @@ class Request:
     bytes_sent: int
 
 
-class FileServer:
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (an ephemeral port) for a handler class; a context manager."""
+
+    def _serve_with(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FileServer(LocalServer):
     """Serves ``root``; ``requests`` logs every request (thread-safe append), ``faults`` changes behaviour."""
 
     def __init__(self, root: Path) -> None:
@@ -94,21 +115,7 @@ class FileServer:
                         self.close_connection = True
                 server.requests.append(Request(self.command, name, rng, status, sent))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._serve_with(Handler)
 
     def gets(self, name: str) -> list[Request]:
         return [r for r in self.requests if r.method == "GET" and r.path == name]
-
-    def __enter__(self) -> FileServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
