@@ -10,6 +10,14 @@ __all__ = [
     "DownloadError",
     "ChecksumError",
     "CheckpointError",
+    "DecodeError",
+    "MediaNotFoundError",
+    "NotMediaError",
+    "EmptyMediaError",
+    "CorruptMediaError",
+    "MissingStreamError",
+    "VariableFrameRateError",
+    "RotationError",
 ]
 
 
@@ -42,3 +50,40 @@ class ChecksumError(AvidzooError):
 
 class CheckpointError(AvidzooError):
     """A weights file cannot be read: truncated, corrupt, unsafe to unpickle or of the wrong layout."""
+
+
+class DecodeError(AvidzooError):
+    """A media file cannot be decoded as asked. ``path`` names the file; the message says what is wrong."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class MediaNotFoundError(DecodeError, FileNotFoundError):
+    """The file does not exist or cannot be opened for reading."""
+
+
+class NotMediaError(DecodeError):
+    """The file is not a container FFmpeg can read (a text file, an image, random bytes)."""
+
+
+class EmptyMediaError(DecodeError):
+    """The stream exists but holds no frames or samples (zero length)."""
+
+
+class CorruptMediaError(DecodeError):
+    """The stream is corrupt or truncated where the clip lies."""
+
+
+class MissingStreamError(DecodeError):
+    """The file has no stream of the requested kind (an audio-only file asked for video, or the reverse)."""
+
+
+class VariableFrameRateError(DecodeError):
+    """Raised only with ``on_vfr="error"``: the video's frame timing is irregular."""
+
+
+class RotationError(DecodeError):
+    """Raised only with ``rotation="error"``: the video carries rotation metadata."""

@@ -1,0 +1,7 @@
+"""Media input: decode video and audio clips from files (PyAV) and choose where clips start."""
+
+from .decode import MediaFile, MediaInfo, probe, read_audio_clip, read_video_clip
+from .sampling import random_start, sliding_starts, uniform_starts
+
+__all__ = ["MediaFile", "MediaInfo", "probe", "read_video_clip", "read_audio_clip", "uniform_starts",
+           "random_start", "sliding_starts"]

@@ -1,0 +1,410 @@
+"""Decode clips from media files with PyAV, reproducing the original AVID frame and sample selection.
+
+Video: a clip starting at ``start`` takes frames at target times ``start + k / fps`` (k < ``num_frames``). Each
+target gets the frame on screen at that time: the last frame whose timestamp is at or before it. For a constant
+frame rate this is exactly the original rule, frame index ``floor((t - stream_start) * native_fps)``, so frames
+repeat when the native rate is below ``fps``; for a variable frame rate it follows the real timestamps. Targets past
+the end of the stream are filled by repeating the clip from its first frame (the original ``pad_missing``).
+
+Audio: resampled by FFmpeg's resampler to signed 16-bit mono at the target rate and divided by 32767, as the original;
+zeros before the first sample and after the last.
+
+Speed: one open container serves every clip of a file; decoding starts at the keyframe before the first clip and
+stops after the last; only the frames a clip uses are converted to RGB, directly at the requested size by FFmpeg's
+scaler; codec threads are on. Nothing here holds a file open after ``close()`` / the ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+import torch
+
+from ..errors import (
+    CorruptMediaError,
+    DecodeError,
+    EmptyMediaError,
+    MediaNotFoundError,
+    MissingStreamError,
+    NotMediaError,
+    RotationError,
+    VariableFrameRateError,
+)
+
+__all__ = ["MediaInfo", "MediaFile", "probe", "read_video_clip", "read_audio_clip"]
+
+_EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
+_SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through
+_TRUNCATION_SLACK = 0.5  # seconds a stream may end before its declared duration without being called truncated
+# First bytes of container formats: a file that has one of these but will not open is damaged, not "not media".
+_MAX_BAD_PACKETS = 64  # undecodable packets skipped in one read before the stream is called corrupt
+_NOT_MEDIA_FORMATS = {"tty", "image2", "lavfi"}  # FFmpeg also "plays" text files and still images
+_SIGNATURES = (b"\x1aE\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"fLaC", b"FLV", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds. Times in seconds; ``rotation`` in degrees counter-clockwise, as PyAV reports it."""
+
+    path: str
+    duration: float
+    has_video: bool
+    has_audio: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    rotation: int = 0
+    video_start: float = 0.0
+    variable_frame_rate: bool = False
+    sample_rate: int | None = None
+    channels: int | None = None
+    audio_start: float = 0.0
+
+
+def _looks_like_media(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide") or head.startswith(_SIGNATURES) \
+        or (len(head) > 0 and head[0] == 0x47)  # MPEG-TS sync byte
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+class MediaFile:
+    """An open media file. Use as a context manager; every read reuses the one open container.
+
+    Args:
+        path: the file.
+        threads: codec threads (0: FFmpeg decides). Use 1 inside many DataLoader workers.
+        rotation: ``"apply"`` (default) rotates frames upright as the file's display matrix says, ``"ignore"``
+            returns them as stored, ``"error"`` raises :class:`RotationError` for a rotated video.
+        on_vfr: ``"timestamps"`` (default) selects frames by their real timestamps, ``"error"`` raises
+            :class:`VariableFrameRateError` for a video whose frame timing is irregular.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int = 0,
+        rotation: Literal["apply", "ignore", "error"] = "apply",
+        on_vfr: Literal["timestamps", "error"] = "timestamps",
+    ) -> None:
+        self.path = Path(path)
+        self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
+        if not self.path.is_file():
+            raise MediaNotFoundError(self.path, "no such file")
+        if self.path.stat().st_size == 0:
+            raise NotMediaError(self.path, "the file is empty (0 bytes)")
+        try:
+            self._container = av.open(str(self.path), metadata_errors="ignore")
+            fmt = self._container.format.name
+            if fmt in _NOT_MEDIA_FORMATS or fmt.endswith("_pipe"):
+                self._container.close()
+                raise NotMediaError(self.path, f"not a media file (FFmpeg reads it as {fmt!r}, text or a still image)")
+        except av.error.FileNotFoundError:
+            raise MediaNotFoundError(self.path, "no such file") from None
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+            if _looks_like_media(self.path):
+                raise CorruptMediaError(self.path, f"cannot be opened, the file is damaged or truncated ({e})") \
+                    from None
+            raise NotMediaError(self.path, f"not a media file FFmpeg can read ({e})") from None
+        for stream in self._container.streams.video:  # must be set before the codec opens
+            stream.thread_type = "AUTO" if threads != 1 else "SLICE"
+            if threads:
+                stream.codec_context.thread_count = threads
+        try:
+            self.info = self._probe()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def __enter__(self) -> MediaFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- metadata -------------------------------------------------------------------------------------------------
+    def _probe(self) -> MediaInfo:
+        c = self._container
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        if v is None and a is None:
+            raise NotMediaError(self.path, "the file has neither a video nor an audio stream")
+        durations = [_seconds(c.duration, Fraction(1, av.time_base)) or 0.0]
+        kw: dict = {}
+        if v is not None:
+            rate = v.average_rate or v.guessed_rate or v.base_rate
+            start = _seconds(v.start_time, v.time_base) or 0.0
+            vdur = _seconds(v.duration, v.time_base)
+            if vdur is not None:
+                durations.append(start + vdur)
+            base = v.base_rate
+            vfr = bool(rate and base and abs(float(rate) - float(base)) > 0.01 * float(base))
+            kw.update(fps=float(rate) if rate else None, width=v.codec_context.width, height=v.codec_context.height,
+                      num_frames=v.frames or None, video_start=start, variable_frame_rate=vfr,
+                      rotation=self._rotation(v))
+        if a is not None:
+            start = _seconds(a.start_time, a.time_base) or 0.0
+            adur = _seconds(a.duration, a.time_base)
+            if adur is not None:
+                durations.append(start + adur)
+            kw.update(sample_rate=a.rate, channels=a.channels, audio_start=start)
+        return MediaInfo(path=str(self.path), duration=max(durations), has_video=v is not None,
+                         has_audio=a is not None, **kw)
+
+    def _rotation(self, stream) -> int:
+        # The display matrix travels on decoded frames; peek at the first one.
+        self._seek_to(0.0, stream)
+        try:
+            frame = next(self._frames(stream), None)
+        except DecodeError:
+            frame = None
+        self._seek_to(0.0, stream)
+        return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+
+    # -- video ----------------------------------------------------------------------------------------------------
+    def read_video(
+        self,
+        starts: Sequence[float],
+        *,
+        num_frames: int = 8,
+        fps: float = 16.0,
+        short_side: int | None = None,
+    ) -> list[torch.Tensor]:
+        """Clips starting at ``starts`` (seconds), each ``(num_frames, H, W, 3)`` uint8 RGB.
+
+        ``short_side`` scales frames in FFmpeg so that their shorter side has that many pixels (the longer side
+        scaled and truncated, as the transforms do); ``None`` keeps the stored size.
+        """
+        if not self.info.has_video:
+            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
+        if self.info.rotation and self.rotation_policy == "error":
+            raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
+        stream = self._container.streams.video[0]
+        order = sorted(range(len(starts)), key=lambda i: starts[i])
+        clips: list[torch.Tensor | None] = [None] * len(starts)
+        # Clips close together share one decoding pass; a large gap means a new seek.
+        group: list[int] = []
+        for i in order:
+            if group and starts[i] - (starts[group[-1]] + num_frames / fps) > _SEEK_GAP:
+                self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
+                group = []
+            group.append(i)
+        if group:
+            self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
+        return clips  # type: ignore[return-value]
+
+    def _output_size(self, frame) -> tuple[int, int] | None:
+        if self._short_side is None:
+            return None
+        w, h = frame.width, frame.height
+        s = self._short_side
+        return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+
+    def _decode_group(self, stream, group_starts, indices, clips, num_frames, fps, short_side) -> None:
+        self._short_side = short_side
+        targets = sorted((s + k / fps, ci, k) for ci, s in zip(indices, group_starts) for k in range(num_frames))
+        chosen: dict[tuple[int, int], object] = {}
+        first_t = targets[0][0]
+        self._seek(stream, first_t)
+        prev = None
+        last_time = None
+        deltas: list[float] = []
+        pos = 0
+        try:
+            for frame in self._frames(stream):
+                t = frame.time if frame.time is not None else (last_time or 0.0) + 1.0 / (self.info.fps or 30.0)
+                if last_time is not None and t > last_time:
+                    deltas.append(t - last_time)
+                last_time = t
+                while pos < len(targets) and t > targets[pos][0] + _EPS:
+                    _, ci, k = targets[pos]
+                    chosen[(ci, k)] = prev if prev is not None else frame
+                    pos += 1
+                if pos == len(targets):
+                    break
+                prev = frame
+        except CorruptMediaError as e:
+            raise CorruptMediaError(self.path, f"video stream is corrupt near {last_time or first_t:.2f} s: "
+                                    f"{e.problem}") from None
+        self._check_vfr(deltas)
+        if last_time is None:
+            if first_t > self.info.video_start + 0.5:
+                raise CorruptMediaError(self.path, f"no video frame decodes at or after {first_t:.2f} s although the "
+                                        f"file declares {self.info.duration:.2f} s: truncated or corrupt")
+            raise EmptyMediaError(self.path, "the video stream has no decodable frames")
+        # Targets after the last frame: shown while that frame lasts, missing after the stream's end.
+        frame_dur = 1.0 / (self.info.fps or 30.0)
+        end = last_time + frame_dur
+        while pos < len(targets) and targets[pos][0] < end - _EPS:
+            _, ci, k = targets[pos]
+            chosen[(ci, k)] = prev
+            pos += 1
+        if pos < len(targets) and self.info.duration - end > _TRUNCATION_SLACK:
+            raise CorruptMediaError(
+                self.path, f"video stops at {end:.2f} s but the file declares {self.info.duration:.2f} s: "
+                f"truncated or corrupt before the clip at {targets[pos][0]:.2f} s")
+        converted: dict[int, np.ndarray] = {}
+        for ci, start in zip(indices, group_starts):
+            frames = [chosen.get((ci, k)) for k in range(num_frames)]
+            have = [f for f in frames if f is not None]
+            if not have:
+                raise DecodeError(self.path, f"clip at {start:.2f} s starts after the video ends ({end:.2f} s)")
+            arrays = [self._to_rgb(f, converted) for f in have]
+            while len(arrays) < num_frames:  # loop the clip from its start, as the original pad_missing
+                arrays += arrays[: num_frames - len(arrays)]
+            clips[ci] = torch.from_numpy(np.stack(arrays))
+
+    def _frames(self, stream):
+        """Decoded frames of ``stream`` from the current position; undecodable packets are skipped, as the ffmpeg
+        command line does, until there are too many."""
+        bad = 0
+        try:
+            for packet in self._container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as e:
+                    bad += 1
+                    if bad > _MAX_BAD_PACKETS:
+                        raise CorruptMediaError(self.path, f"{bad} undecodable packets ({e})") from None
+                    continue
+                yield from frames
+        except av.error.FFmpegError as e:  # the demuxer itself gave up
+            raise CorruptMediaError(self.path, f"cannot read the stream ({e})") from None
+
+    def _seek(self, stream, t: float) -> None:
+        self._seek_to(max(t - 0.5 / (self.info.fps or 30.0), 0.0), stream)
+
+    def _seek_to(self, t: float, stream) -> None:
+        """Seek to the keyframe at or before ``t`` seconds; files that cannot seek are read from the start."""
+        try:
+            self._container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+        except (av.error.FFmpegError, ZeroDivisionError, TypeError):
+            with contextlib.suppress(av.error.FFmpegError):  # a fresh container is at the start already
+                self._container.seek(0)
+
+    def _to_rgb(self, frame, cache: dict[int, np.ndarray]) -> np.ndarray:
+        key = id(frame)
+        if key not in cache:
+            size = self._output_size(frame)
+            if size is None:
+                rgb = frame.to_ndarray(format="rgb24")
+            else:
+                rgb = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                                     interpolation="BILINEAR").to_ndarray()
+            if self.info.rotation and self.rotation_policy == "apply":
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=self.info.rotation // 90))
+            cache[key] = rgb
+        return cache[key]
+
+    def _check_vfr(self, deltas: list[float]) -> None:
+        if self.on_vfr != "error" or len(deltas) < 3:
+            return
+        lo, hi = min(deltas), max(deltas)
+        if hi > 1.5 * lo + _EPS or self.info.variable_frame_rate:
+            raise VariableFrameRateError(self.path, f"frame intervals vary from {lo * 1e3:.1f} to {hi * 1e3:.1f} ms")
+
+    # -- audio ----------------------------------------------------------------------------------------------------
+    def read_audio(
+        self,
+        starts: Sequence[float],
+        duration: float,
+        *,
+        sample_rate: int = 24000,
+        missing: Literal["zeros", "error"] = "zeros",
+    ) -> list[torch.Tensor]:
+        """Clips of ``duration`` seconds at ``starts``, each ``(1, round(duration * sample_rate))`` float32 mono
+        in [-1, 1]. A file without audio gives zeros (``missing="zeros"``) or :class:`MissingStreamError`."""
+        n = int(round(duration * sample_rate))
+        if not self.info.has_audio:
+            if missing == "error":
+                raise MissingStreamError(self.path, "has no audio stream")
+            return [torch.zeros(1, n) for _ in starts]
+        if not starts:
+            return []
+        lo, hi = min(starts), max(starts) + duration
+        data, t0 = self._decode_audio(lo, hi, sample_rate)
+        out = []
+        for s in starts:
+            offset = int(round((s - t0) * sample_rate))
+            clip = np.zeros(n, dtype=np.float32)
+            src_lo, dst_lo = max(offset, 0), max(-offset, 0)
+            length = max(min(n - dst_lo, data.shape[0] - src_lo), 0)
+            clip[dst_lo:dst_lo + length] = data[src_lo:src_lo + length]
+            out.append(torch.from_numpy(clip)[None])
+        return out
+
+    def _decode_audio(self, lo: float, hi: float, sample_rate: int) -> tuple[np.ndarray, float]:
+        stream = self._container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16p", layout="mono", rate=sample_rate)
+        self._seek_to(max(lo - 0.1, 0.0), stream)
+        chunks: list[np.ndarray] = []
+        t0 = None
+        try:
+            for frame in self._frames(stream):
+                ft = frame.time if frame.time is not None else 0.0
+                if ft + frame.samples / frame.rate < lo:
+                    continue
+                if ft > hi:
+                    break
+                if t0 is None:
+                    t0 = ft
+                frame.pts = None  # let the resampler run continuously across frames
+                chunks += [r.to_ndarray() for r in resampler.resample(frame)]
+            chunks += [r.to_ndarray() for r in resampler.resample(None)]
+        except (CorruptMediaError, av.error.FFmpegError) as e:
+            raise CorruptMediaError(self.path, f"audio stream is corrupt near {lo:.2f} s: {e}") from None
+        if t0 is None:
+            if self.info.duration - lo > _TRUNCATION_SLACK and not chunks:
+                raise CorruptMediaError(self.path, f"no audio decodes after {lo:.2f} s of {self.info.duration:.2f} s")
+            return np.zeros(0, dtype=np.float32), lo
+        data = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
+        return data.astype(np.float32) / np.iinfo(np.int16).max, t0
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Metadata of a media file (raises a :class:`DecodeError` subclass for a missing or unreadable file)."""
+    with MediaFile(path) as f:
+        return f.info
+
+
+def read_video_clip(path: str | os.PathLike, start: float = 0.0, *, num_frames: int = 8, fps: float = 16.0,
+                    short_side: int | None = None, **kw) -> torch.Tensor:
+    """One clip ``(num_frames, H, W, 3)`` uint8; see :meth:`MediaFile.read_video`."""
+    with MediaFile(path, **kw) as f:
+        return f.read_video([start], num_frames=num_frames, fps=fps, short_side=short_side)[0]
+
+
+def read_audio_clip(path: str | os.PathLike, start: float = 0.0, duration: float = 2.0, *, sample_rate: int = 24000,
+                    missing: Literal["zeros", "error"] = "zeros") -> torch.Tensor:
+    """One clip ``(1, N)`` float32 mono; see :meth:`MediaFile.read_audio`."""
+    with MediaFile(path) as f:
+        return f.read_audio([start], duration, sample_rate=sample_rate, missing=missing)[0]
+
+

@@ -1,0 +1,269 @@
+"""Decoding real H.264/AAC files: frame selection, padding, alignment, down-mixing, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from media import frame_index, make_video
+
+import avidzoo
+from avidzoo.errors import (
+    CorruptMediaError,
+    DecodeError,
+    EmptyMediaError,
+    MediaNotFoundError,
+    MissingStreamError,
+    NotMediaError,
+    RotationError,
+    VariableFrameRateError,
+)
+from avidzoo.io import MediaFile, probe, random_start, read_audio_clip, read_video_clip, sliding_starts, uniform_starts
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    return {
+        30: make_video(d / "v30.mp4", fps=30, seconds=3, tone_start=1.0),
+        25: make_video(d / "v25.mp4", fps=25, seconds=3, audio=False),
+        12: make_video(d / "v12.mp4", fps=12, seconds=3, audio=False),
+    }
+
+
+def original_indices(start: float, native_fps: float, n: int, num_frames: int = 8, fps: float = 16) -> list[int]:
+    """The original rule: frame floor((start + k/fps) * native_fps); past the end, loop from the clip start."""
+    idx = [math.floor((start + k / fps) * native_fps + 1e-9) for k in range(num_frames)]
+    have = [i for i in idx if i < n]
+    while len(have) < num_frames:
+        have += have[: num_frames - len(have)]
+    return have
+
+
+@pytest.mark.parametrize("native", [30, 25, 12])
+def test_frame_selection_follows_the_original_rule(videos, native):
+    starts = [0.0, 0.37, 1.0, 2.5, 2.9]
+    with MediaFile(videos[native]) as f:
+        assert f.info.fps == native and f.info.num_frames == 3 * native
+        clips = f.read_video(starts, num_frames=8, fps=16)
+    for s, clip in zip(starts, clips):
+        assert clip.shape == (8, 120, 160, 3) and clip.dtype == torch.uint8
+        assert [frame_index(fr.numpy()) for fr in clip] == original_indices(s, native, 3 * native), s
+    if native == 12:  # below 16 fps frames repeat
+        assert [frame_index(fr.numpy()) for fr in clips[0]] == [0, 0, 1, 2, 3, 3, 4, 5]
+
+
+def test_clips_read_together_equal_clips_read_alone(videos):
+    starts = [2.0, 0.0, 1.1, 0.4]
+    with MediaFile(videos[30]) as f:
+        together = f.read_video(starts, num_frames=8)
+        alone = [f.read_video([s], num_frames=8)[0] for s in starts]
+    for a, b in zip(together, alone):
+        assert torch.equal(a, b)
+    assert torch.equal(read_video_clip(videos[30], 1.1), alone[2])
+
+
+def test_thirty_two_frame_clips_and_other_rates(videos):
+    clip = read_video_clip(videos[25], 0.5, num_frames=32, fps=16)
+    assert [frame_index(f.numpy()) for f in clip] == original_indices(0.5, 25, 75, num_frames=32)
+    clip = read_video_clip(videos[30], 0.0, num_frames=4, fps=30)  # native rate: every frame once
+    assert [frame_index(f.numpy()) for f in clip] == [0, 1, 2, 3]
+
+
+def test_short_video_is_padded_by_looping(tmp_path):
+    path = make_video(tmp_path / "short.mp4", fps=30, seconds=0.2, audio=False)  # 6 frames, 0.2 s
+    clip = read_video_clip(path, 0.0, num_frames=8, fps=16)
+    # targets 0, 1/16, 2/16, 3/16 fall inside (frames 0, 1, 3, 5); the rest loop from the clip start
+    assert [frame_index(f.numpy()) for f in clip] == [0, 1, 3, 5, 0, 1, 3, 5]
+    with pytest.raises(DecodeError, match="starts after the video ends"):
+        read_video_clip(path, 5.0)
+
+
+def test_decoder_scaling_matches_full_resolution_resize(tmp_path):
+    path = make_video(tmp_path / "tex.mp4", fps=30, seconds=1, size=(640, 360), pattern="texture", crf=18,
+                      audio=False)
+    with MediaFile(path) as f:
+        full = f.read_video([0.2], num_frames=4)[0]
+        small = f.read_video([0.2], num_frames=4, short_side=128)[0]
+    assert small.shape == (4, 128, 227, 3)
+    ref = F.interpolate(full.permute(0, 3, 1, 2).float(), size=(128, 227), mode="bilinear", antialias=True)
+    diff = (small.permute(0, 3, 1, 2).float() - ref).abs()
+    assert float(diff.mean()) < 4.0, float(diff.mean())  # swscale's bilinear vs torch's: same filter family
+
+
+def test_metadata(videos, tmp_path):
+    info = probe(videos[30])
+    assert (info.has_video, info.has_audio, info.width, info.height, info.fps) == (True, True, 160, 120, 30.0)
+    assert info.sample_rate == 44100 and info.channels == 1 and info.rotation == 0
+    assert abs(info.duration - 3.0) < 0.1 and not info.variable_frame_rate
+    assert not probe(videos[25]).has_audio
+
+
+def spectrogram(wave: torch.Tensor) -> torch.Tensor:
+    return avidzoo.create_transforms("cross_avid_r2plus1d").audio(wave)[0]  # (200, 257)
+
+
+def onset_frame(spec: torch.Tensor, bin_: int) -> int:
+    level = spec[:, bin_]
+    threshold = (level.max() + level.min()) / 2
+    return int(torch.nonzero(level > threshold)[0])
+
+
+def test_audio_is_24k_mono_and_aligned_with_the_tone(videos):
+    # The tone (1 kHz: STFT bin 42.7, pooled bin 21 or 22) starts at 1.0 s.
+    with MediaFile(videos[30]) as f:
+        a0, a05 = f.read_audio([0.0, 0.5], 2.0)
+        assert a0.shape == (1, 48000) and a0.dtype == torch.float32
+        assert float(a0[:, :20000].abs().max()) < 0.02 and 0.4 < float(a0[:, 30000:].abs().max()) <= 1.0
+    spec0, spec05 = spectrogram(a0), spectrogram(a05)
+    bin_ = int(spec0[150].argmax())
+    assert bin_ in (21, 22)
+    # 100 spectrogram frames per second; AAC delay and the STFT window allow a few frames of slack.
+    assert abs(onset_frame(spec0, bin_) - 100) <= 4
+    assert abs(onset_frame(spec05, bin_) - 50) <= 4
+    # The same samples, whichever clip they are read from (the AAC frame grid does not move them).
+    torch.testing.assert_close(a0[:, 12000:36000], a05[:, :24000], atol=1e-4, rtol=0)
+
+
+def test_audio_past_the_end_is_zero_padded(videos):
+    clip = read_audio_clip(videos[30], 2.0, 2.0)
+    assert clip.shape == (1, 48000)
+    assert float(clip[:, :20000].abs().max()) > 0.3
+    # 1 s of audio remains (AAC may add up to 1024 samples of padding at 44.1 kHz, about 560 at 24 kHz)
+    assert float(clip[:, 24000 + 600:].abs().max()) == 0.0
+
+
+def test_multichannel_audio_is_downmixed_symmetrically(tmp_path):
+    left = make_video(tmp_path / "l.mp4", channels=2, tone_channels=(0,), video=False, seconds=1)
+    right = make_video(tmp_path / "r.mp4", channels=2, tone_channels=(1,), video=False, seconds=1)
+    both = make_video(tmp_path / "b.mp4", channels=2, tone_channels=(0, 1), video=False, seconds=1)
+    surround = make_video(tmp_path / "s.mp4", channels=6, tone_channels=(0, 1), video=False, seconds=1)
+    a_l, a_r, a_b = (read_audio_clip(p, 0, 1.0) for p in (left, right, both))
+    torch.testing.assert_close(a_l, a_r, atol=1.5e-2, rtol=0)  # AAC codes each channel with its own noise
+    # a linear mix (after the first AAC frame, whose pre-echo differs between encodes)
+    torch.testing.assert_close(a_b[:, 1024:], (a_l + a_r)[:, 1024:], atol=3e-2, rtol=0)
+    a_s = read_audio_clip(surround, 0, 1.0)
+    assert a_s.shape == (1, 24000) and float(a_s.abs().max()) > 0.1
+
+
+def test_files_without_one_of_the_streams(videos, tmp_path):
+    silent = videos[25]
+    assert torch.count_nonzero(read_audio_clip(silent, 0, 2.0)) == 0
+    with pytest.raises(MissingStreamError, match="v25.mp4: has no audio stream"):
+        read_audio_clip(silent, 0, 2.0, missing="error")
+    audio_only = make_video(tmp_path / "a.m4a", video=False, seconds=1)
+    with pytest.raises(MissingStreamError, match="a.m4a: has no video stream"):
+        read_video_clip(audio_only)
+
+
+def test_bad_files_get_specific_errors(videos, tmp_path):
+    with pytest.raises(MediaNotFoundError, match="nope.mp4: no such file"):
+        MediaFile(tmp_path / "nope.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(NotMediaError, match="empty.mp4: the file is empty"):
+        MediaFile(tmp_path / "empty.mp4")
+    (tmp_path / "notes.txt").write_text("hello, I am not a video\n" * 50)
+    with pytest.raises(NotMediaError, match="notes.txt: not a media file"):
+        MediaFile(tmp_path / "notes.txt")
+    (tmp_path / "noise.mp4").write_bytes(random.Random(0).randbytes(50_000))
+    with pytest.raises(NotMediaError, match="noise.mp4"):
+        MediaFile(tmp_path / "noise.mp4")
+
+
+def test_truncated_files(tmp_path):
+    # moov at the end (no faststart): cut-off files cannot even be opened.
+    late = make_video(tmp_path / "late.mp4", fps=30, seconds=3, faststart=False)
+    cut = tmp_path / "late_cut.mp4"
+    cut.write_bytes(late.read_bytes()[: late.stat().st_size // 2])
+    with pytest.raises(CorruptMediaError, match="late_cut.mp4: cannot be opened, the file is damaged or truncated"):
+        MediaFile(cut)
+    # moov first: the header promises 3 s, the data stops early.
+    early = make_video(tmp_path / "early.mp4", fps=30, seconds=3, size=(320, 240), pattern="texture", gop=10)
+    cut = tmp_path / "early_cut.mp4"
+    cut.write_bytes(early.read_bytes()[: early.stat().st_size // 3])
+    with MediaFile(cut) as f:
+        assert f.read_video([0.0])[0].shape == (8, 240, 320, 3)  # the start is still there
+        with pytest.raises(CorruptMediaError, match="early_cut.mp4: no video frame decodes at or after 2.50 s"):
+            f.read_video([2.5])
+        with pytest.raises(CorruptMediaError, match="early_cut.mp4: video stops at .* truncated"):
+            f.read_video([0.5])  # straddles the end of the surviving data
+
+
+def test_corrupt_bytes_mid_stream_never_escape_as_other_errors(tmp_path):
+    path = make_video(tmp_path / "c.mp4", fps=30, seconds=2, size=(320, 240), pattern="texture")
+    data = bytearray(path.read_bytes())
+    rng = random.Random(1)
+    for _ in range(40):
+        i = rng.randrange(len(data) // 3, len(data))
+        data[i:i + 64] = rng.randbytes(64)
+    path.write_bytes(bytes(data))
+    try:
+        with MediaFile(path) as f:
+            clips = f.read_video(uniform_starts(f.info.duration, 0.5, 4))
+            audio = f.read_audio([0.0, 1.0], 1.0)
+        assert all(c.shape == (8, 240, 320, 3) for c in clips) and all(a.shape == (1, 24000) for a in audio)
+    except DecodeError as e:
+        assert "c.mp4" in str(e)
+
+
+def test_zero_length_video(tmp_path):
+    path = make_video(tmp_path / "zero.mkv", frame_times=[], seconds=0.5)  # a video stream with no frames
+    with MediaFile(path) as f:
+        assert f.info.has_video
+        with pytest.raises(EmptyMediaError, match="zero.mkv: the video stream has no decodable frames"):
+            f.read_video([0.0])
+
+
+def test_rotation_metadata(tmp_path):
+    path = make_video(tmp_path / "rot.mp4", fps=30, seconds=0.5, size=(160, 96), rotation=90, audio=False)
+    with MediaFile(path) as f:
+        assert f.info.rotation == 90
+        upright = f.read_video([0.0], num_frames=2)[0]
+    assert upright.shape == (2, 160, 96, 3)  # displayed portrait
+    stored = read_video_clip(path, num_frames=2, rotation="ignore")
+    assert stored.shape == (2, 96, 160, 3)
+    assert torch.equal(upright, torch.rot90(stored, 1, dims=(1, 2)))
+    with pytest.raises(RotationError, match="rot.mp4: the video is rotated by 90 degrees"):
+        read_video_clip(path, rotation="error")
+
+
+def test_variable_frame_rate(tmp_path):
+    times = [0.0, 0.05, 0.1, 0.3, 0.32, 0.34, 0.5, 0.7, 0.75, 0.9, 1.0, 1.1]
+    path = make_video(tmp_path / "vfr.mp4", frame_times=times, audio=False)
+    clip = read_video_clip(path, 0.0, num_frames=8, fps=16)
+    targets = [k / 16 for k in range(8)]
+    expected = [max(i for i, t in enumerate(times) if t <= x + 1e-6) for x in targets]  # the frame on screen
+    assert [frame_index(f.numpy()) for f in clip] == expected
+    with pytest.raises(VariableFrameRateError, match="vfr.mp4: frame intervals vary"):
+        read_video_clip(path, on_vfr="error")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+def test_no_file_handles_leak_on_any_path(videos, tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\0" * 1000)
+    before = open_fds()
+    for _ in range(20):
+        for call in (lambda: read_video_clip(videos[30], 9.0), lambda: MediaFile(tmp_path / "bad.mp4"),
+                     lambda: read_audio_clip(videos[25], missing="error"), lambda: probe(videos[12])):
+            with contextlib.suppress(DecodeError):
+                call()
+    assert open_fds() <= before + 2
+
+
+def test_samplers():
+    assert uniform_starts(10.0, 0.5, 10) == pytest.approx(list(np.linspace(0, 9.5, 10)))
+    assert uniform_starts(0.3, 0.5, 3) == [0.0, 0.0, 0.0] and uniform_starts(5, 1, 1) == [0.0]
+    assert sliding_starts(10.0, 2.0) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert sliding_starts(9.0, 2.0, 3.0) == [0.0, 3.0, 6.0, 7.0]  # the last window ends at the end
+    rng = random.Random(0)
+    draws = [random_start(10.0, 2.0, rng) for _ in range(1000)]
+    assert 0 <= min(draws) < 0.1 and 7.9 < max(draws) <= 8.0
