@@ -27,18 +27,36 @@ __all__ = ["VideoTransform", "AudioTransform", "Transforms", "create_transforms"
 
 
 class VideoTransform:
-    """Evaluation video preprocessing: short side to ``resize`` (bilinear, antialiased), centre crop ``crop_size``,
-    scale to [0, 1], normalise with ``mean``/``std``; frames ``(..., T, H, W, 3)`` -> ``(..., 3, T, S, S)``."""
+    """Video preprocessing: frames ``(..., T, H, W, 3)`` uint8 -> ``(..., 3, T, S, S)`` float32, S = ``crop_size``.
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    Evaluation (``train=False``): short side to ``resize`` (bilinear, antialiased), centre crop, scale to [0, 1],
+    normalise with ``mean``/``std``. Training: RandomResizedCrop(S, ``crop_scale``, ``crop_ratio``), horizontal flip
+    and colour jitter (brightness, contrast, saturation, hue) in random order, every parameter drawn once per clip so
+    that all its frames change alike (torchvision.transforms.v2 on a video tensor), then the same scaling.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
         self.config = dict(config)
+        self.train = train
         self.resize = int(config["resize"])
         self.crop_size = int(config["crop_size"])
         self.mean = tuple(float(m) for m in config["mean"])
         self.std = tuple(float(s) for s in config["std"])
+        self._augment = None
+        if train:
+            from torchvision.transforms import v2
+
+            aug = config["train"]
+            self._augment = v2.Compose([
+                v2.RandomResizedCrop(self.crop_size, scale=tuple(aug["crop_scale"]), ratio=tuple(aug["crop_ratio"]),
+                                     antialias=True),
+                v2.RandomHorizontalFlip(float(aug["hflip"])),
+                v2.ColorJitter(*aug["color_jitter"]),
+            ])
 
     def __repr__(self) -> str:
-        return f"VideoTransform(resize={self.resize}, crop_size={self.crop_size}, mean={self.mean}, std={self.std})"
+        mode = "train" if self.train else f"resize={self.resize}"
+        return f"VideoTransform({mode}, crop_size={self.crop_size}, mean={self.mean}, std={self.std})"
 
     def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(frames)
@@ -47,21 +65,33 @@ class VideoTransform:
         batched = x.ndim == 5
         if not batched:
             x = x.unsqueeze(0)
-        b, t, h, w, _ = x.shape
-        x = x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
+        x = x.permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+        x = self._random_views(x) if self.train else self._center_views(x)
+        b, t = x.shape[:2]
+        mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+        x = ((x - mean) / std).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T, S, S)
+        return x if batched else x[0]
+
+    def _center_views(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _, h, w = x.shape
+        x = x.reshape(b * t, 3, h, w).float()
         # Short side to `resize`, the long side scaled and truncated as PIL/torchvision Resize(int) does.
         size = (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
         if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            x = x.clamp_(0, 255)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
         top = int(round((size[0] - self.crop_size) / 2.0))
         left = int(round((size[1] - self.crop_size) / 2.0))
         x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1) * 255.0
-        x = (x - mean) / std
-        x = x.reshape(b, t, 3, self.crop_size, self.crop_size).permute(0, 2, 1, 3, 4).contiguous()
-        return x if batched else x[0]
+        return x.reshape(b, t, 3, self.crop_size, self.crop_size)
+
+    def _random_views(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision import tv_tensors
+
+        if x.dtype != torch.uint8:
+            x = x.clamp(0, 255).round().to(torch.uint8)
+        # One call per clip: v2 draws the parameters once for the whole video tensor.
+        return torch.stack([self._augment(tv_tensors.Video(clip)).float() for clip in x])
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,12 +109,15 @@ class AudioTransform:
     """The original log-spectrogram: mono, trim/pad to ``clip_duration``, power STFT (``n_fft``, ``hop_length``,
     periodic Hann, centred, reflect-padded), keep bin 0 and average the other bins in adjacent pairs, first
     ``num_frames`` frames, ``10 log10(max(S, amin))`` floored at the clip's max minus ``top_db``, then per-frequency
-    ``(x - mean) / (std + eps)``. Waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` -> ``(1, T, F)`` / ``(B, 1, T, F)``.
+    ``(x - mean) / (std + eps)``. With ``train=True`` a volume gain drawn per clip from ``volume_gain`` comes first.
+    Waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` -> ``(1, T, F)`` / ``(B, 1, T, F)``.
     """
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
         self.config = dict(config)
+        self.train = train
         c = self.config
+        self.gain_range = tuple(c["train"]["volume_gain"]) if train else (1.0, 1.0)
         self.sample_rate = int(c["sample_rate"])
         self.num_samples = int(round(float(c["clip_duration"]) * self.sample_rate))
         self.n_fft, self.hop_length = int(c["n_fft"]), int(c["hop_length"])
@@ -112,6 +145,9 @@ class AudioTransform:
         x = x.mean(dim=1)  # (B, N) mono
         n = x.shape[-1]
         x = x[:, : self.num_samples] if n >= self.num_samples else F.pad(x, (0, self.num_samples - n))
+        if self.train:  # volume gain drawn per clip
+            lo, hi = self.gain_range
+            x = x * torch.empty(x.shape[0], 1, device=x.device).uniform_(lo, hi)
         spec = self.spectrogram(x)
         return spec if batched else spec[0]
 
@@ -146,8 +182,11 @@ class Transforms:
     config: Mapping[str, Any]
 
 
-def create_transforms(name_or_model: Any) -> Transforms:
-    """Preprocessing bound to a model's weights: a registry name, a source ``from_pretrained`` accepts, or a model."""
+def create_transforms(name_or_model: Any, *, train: bool = False) -> Transforms:
+    """Preprocessing bound to a model's weights: a registry name, a source ``from_pretrained`` accepts, or a model.
+
+    ``train=True`` gives the pretraining augmentations (random crop, flip, colour jitter; volume gain) instead of
+    the deterministic evaluation transforms."""
     from .models.avid import AVIDModel
 
     if isinstance(name_or_model, AVIDModel):
@@ -167,8 +206,8 @@ def create_transforms(name_or_model: Any) -> Transforms:
     pre = config["preprocessing"]
     mods = config.get("modalities") or ["video", "audio"]
     return Transforms(
-        video=VideoTransform(pre["video"]) if "video" in mods else None,
-        audio=AudioTransform(pre["audio"]) if "audio" in mods else None,
+        video=VideoTransform(pre["video"], train=train) if "video" in mods else None,
+        audio=AudioTransform(pre["audio"], train=train) if "audio" in mods else None,
         config=pre,
     )
 

@@ -100,3 +100,30 @@ def test_video_transform_constant_colour_and_portrait():
         torch.testing.assert_close(out[c], torch.full_like(out[c], (128 / 255 - MEAN[c]) / STD[c]))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         t(torch.zeros(4, 3, 224, 224))
+
+
+def test_training_video_transform_draws_one_set_of_parameters_per_clip():
+    t = avidzoo.create_transforms("cross_avid_r2plus1d", train=True).video
+    g = torch.Generator().manual_seed(0)
+    still = torch.randint(0, 256, (1, 120, 160, 3), dtype=torch.uint8, generator=g).expand(6, -1, -1, -1)
+    torch.manual_seed(0)
+    out = t(still)
+    assert out.shape == (3, 6, 224, 224) and out.dtype == torch.float32
+    for k in range(1, 6):  # identical frames stay identical: crop, flip and jitter are per clip
+        torch.testing.assert_close(out[:, k], out[:, 0])
+    views = [t(still)[:, 0] for _ in range(4)]
+    assert not all(torch.allclose(views[0], v) for v in views[1:])  # but differ between calls
+    batch = t(torch.stack([still, still]))
+    assert batch.shape == (2, 3, 6, 224, 224)
+
+
+def test_training_audio_gain_is_a_per_clip_volume_change(transforms):
+    train = avidzoo.create_transforms("cross_avid_r2plus1d", train=True).audio
+    wave = 0.3 * torch.sin(2 * torch.pi * 440 * torch.arange(48000) / 24000)[None]
+    scale = transforms.audio.std + transforms.audio.eps
+    gains = []
+    for _ in range(20):
+        shift = (train(wave) - transforms.audio(wave))[0] * scale  # dB change per (frame, bin)
+        assert float(shift.std()) < 1e-2  # one gain for the whole clip (float32 noise in quiet bins aside)
+        gains.append(10 ** (float(shift.mean()) / 20))
+    assert min(gains) >= 0.9 - 1e-4 and max(gains) <= 1.1 + 1e-4 and max(gains) - min(gains) > 0.05
