@@ -47,6 +47,8 @@ _TRUNCATION_SLACK = 0.5  # seconds a stream may end before its declared duration
 # First bytes of container formats: a file that has one of these but will not open is damaged, not "not media".
 _MAX_BAD_PACKETS = 64  # undecodable packets skipped in one read before the stream is called corrupt
 _NOT_MEDIA_FORMATS = {"tty", "image2", "lavfi"}  # FFmpeg also "plays" text files and still images
+_RESIZE_FLAGS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.FULL_CHR_H_INT
+                 | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
 _SIGNATURES = (b"\x1aE\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"fLaC", b"FLV", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")
 
 
@@ -316,8 +318,10 @@ class MediaFile:
             if size is None:
                 rgb = frame.to_ndarray(format="rgb24")
             else:
-                rgb = frame.reformat(width=size[0], height=size[1], format="rgb24",
-                                     interpolation="BILINEAR").to_ndarray()
+                # Colour conversion at full size, then swscale's bilinear RGB resize: within 0.2 grey levels of
+                # the original's PIL bilinear resize (resizing straight from YUV differs by about 3).
+                rgb = frame.reformat(format="rgb24").reformat(width=size[0], height=size[1],
+                                                               interpolation=_RESIZE_FLAGS).to_ndarray()
             if self.info.rotation and self.rotation_policy == "apply":
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=self.info.rotation // 90))
             cache[key] = rgb
