@@ -74,6 +74,8 @@ def test_thirty_two_frame_clips_and_other_rates(videos):
     assert [frame_index(f.numpy()) for f in clip] == original_indices(0.5, 25, 75, num_frames=32)
     clip = read_video_clip(videos[30], 0.0, num_frames=4, fps=30)  # native rate: every frame once
     assert [frame_index(f.numpy()) for f in clip] == [0, 1, 2, 3]
+    with MediaFile(videos[30]) as f:  # (start, duration) instead of a frame count
+        assert torch.equal(f.read_video([1.0], duration=2.0)[0], f.read_video([1.0], num_frames=32)[0])
 
 
 def test_short_video_is_padded_by_looping(tmp_path):

@@ -71,6 +71,7 @@ def test_audio_mono_trim_pad_batch_and_resample(transforms):
     batch = transforms.audio(torch.stack([stereo, stereo * 0.5]))
     assert batch.shape == (2, 1, 200, 257)
     torch.testing.assert_close(batch[0], mono_out)
+    torch.testing.assert_close(batch[1], transforms.audio(stereo * 0.5))  # the 100 dB floor is per clip
     # A 48 kHz waveform is resampled to 24 kHz: a 1 kHz tone stays a 1 kHz tone (pooled bin 21 or 22).
     tone48 = torch.sin(2 * torch.pi * 1000 * torch.arange(96000) / 48000)[None]
     assert int(transforms.audio(tone48, sample_rate=48000)[0, 100].argmax()) in (21, 22)

@@ -198,12 +198,17 @@ class MediaFile:
         num_frames: int = 8,
         fps: float = 16.0,
         short_side: int | None = None,
+        duration: float | None = None,
     ) -> list[torch.Tensor]:
         """Clips starting at ``starts`` (seconds), each ``(num_frames, H, W, 3)`` uint8 RGB.
+
+        ``duration`` (seconds), when given, sets ``num_frames = round(duration * fps)``.
 
         ``short_side`` scales frames in FFmpeg so that their shorter side has that many pixels (the longer side
         scaled and truncated, as the transforms do); ``None`` keeps the stored size.
         """
+        if duration is not None:
+            num_frames = max(int(round(duration * fps)), 1)
         if not self.info.has_video:
             raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
         if self.info.rotation and self.rotation_policy == "error":
