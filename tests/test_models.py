@@ -164,3 +164,24 @@ def test_architecture_overrides_for_untrained_models():
     assert m.config["method"] == "self_avid" and m.config["weights"] is None
     with pytest.raises(ValueError, match="no projection heads"):
         m.encode_video(torch.randn(1, 3, 8, 32, 32), project=True)
+
+
+def test_fused_batchnorm_gives_the_same_outputs():
+    from avidzoo.models.fuse import fuse_batchnorm
+
+    torch.manual_seed(0)
+    m = avidzoo.create_model("cross_avid_r2plus1d")
+    randomize_bn(m, 3)
+    m.eval()
+    fused = fuse_batchnorm(m)
+    bns = [x for x in fused.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)]
+    # Only post-add BNs after identity shortcuts remain: both conv2x blocks and the second of conv3x..conv5x.
+    assert sorted(x.num_features for x in bns) == [64, 64, 128, 256, 512]
+    v, a = torch.randn(2, 3, 8, 64, 64), torch.randn(2, 1, 200, 257)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused.encode_video(v, project=True), m.encode_video(v, project=True),
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused.encode_audio(a), m.encode_audio(a), rtol=1e-4, atol=1e-4)
+        for name, f in fused.forward_features(v, modality="video").items():
+            torch.testing.assert_close(f, m.forward_features(v, modality="video")[name], rtol=1e-4, atol=1e-4)
+    assert any(isinstance(x, torch.nn.BatchNorm3d) for x in m.modules())  # the original is untouched
