@@ -17,6 +17,7 @@ from .errors import (
     UnknownModelError,
     WeightsNotFoundError,
 )
+from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, score_av, similarity
 from .factory import create_model, from_pretrained, list_models
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
@@ -26,6 +27,12 @@ from .verify import VerifyReport, verify
 __all__ = [
     "__version__",
     "AVIDModel",
+    "ExtractionResult",
+    "FeatureExtractor",
+    "extract_features",
+    "load_features",
+    "score_av",
+    "similarity",
     "Transforms",
     "VerifyReport",
     "cache_dir",

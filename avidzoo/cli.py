@@ -14,6 +14,7 @@ from ._version import __version__
 from .errors import AvidzooError
 
 EXAMPLES = """examples:
+  avidzoo extract videos/ --model avid_cma_r2plus1d.kinetics --out feats/   embeddings of every video in videos/
   avidzoo list                      every model; `avidzoo list --pretrained` every released weight
   avidzoo info cross_avid_r2plus1d.kinetics400
   avidzoo download avid_cma_r2plus1d.audioset --to ./weights   (then AVIDZOO_WEIGHTS_DIR=./weights offline)
@@ -90,6 +91,68 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+EXTRACT_EXAMPLE = """example:
+  avidzoo extract videos/ more/*.mp4 list.txt --model cross_avid_r2plus1d.kinetics --out feats/ \\
+      --clips-per-video 10 --layer pool --batch-size 32 --workers 8
+
+  feats/index.jsonl has one line per video (path, shard, row, clip start times, status or error) and
+  feats/shards/*.safetensors the features; read them with avidzoo.load_features("feats/"). Rerunning the same
+  command resumes: finished videos are skipped. Under torchrun every rank takes its share of the videos.
+"""
+
+
+def _extractor_kwargs(args: argparse.Namespace) -> dict:
+    return dict(clips_per_video=args.clips_per_video, batch_size=args.batch_size, num_workers=args.workers,
+                device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.quiet)
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import time
+
+    from .extract import _read_index, extract_features
+
+    t0 = time.perf_counter()
+    out = extract_features(args.model, args.inputs, out=args.out, resume=not args.no_resume,
+                           retry_failed=args.retry_failed, modalities=args.modalities.split(","),
+                           layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize,
+                           **_extractor_kwargs(args))
+    rows = _read_index(out / "index.jsonl")
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"done: {len(rows) - len(failed)} videos, failed: {len(failed)}, elapsed: "
+          f"{time.perf_counter() - t0:.1f} s, output: {out}")
+    for r in failed[:10]:
+        print(f"  failed: {r['path']}: {r.get('error')}")
+    if len(failed) > 10:
+        print(f"  ... and {len(failed) - 10} more (see {out / 'index.jsonl'})")
+    return 0
+
+
+def _cmd_score_av(args: argparse.Namespace) -> int:
+    from .extract import score_av
+
+    rows = score_av(args.model, args.inputs, out_csv=args.csv, **_extractor_kwargs(args))
+    for r in rows[: args.top]:
+        if r["score"] is not None:
+            print(f"{r['score']:+.4f}  {r['percentile']:5.1f}%  {r['path']}")
+    if args.csv:
+        print(f"all {len(rows)} rows: {args.csv}")
+    return 0
+
+
+def _add_run_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("inputs", nargs="+", metavar="INPUTS", help="media files, folders, globs or .txt/.csv lists")
+    s.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="registry name, hf-hub:ORG/REPO, local-dir:DIR, a folder, .safetensors or .pth.tar")
+    s.add_argument("--clips-per-video", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default 64 GPU, 8 CPU)")
+    s.add_argument("--workers", type=int, default=None, help="decoding processes")
+    s.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="autocast precision (default bf16 on CUDA, fp32 on CPU)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def env_report() -> dict[str, object]:
     """Versions of everything avidzoo runs on, for bug reports."""
     import torch
@@ -154,6 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="re-hash and read cached weights, a folder or a file")
     s.add_argument("target", metavar="NAME|PATH")
     s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("extract", help="embeddings of media files, written to a folder",
+                       epilog=EXTRACT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_options(s)
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--modalities", default="video,audio", help="video, audio or video,audio")
+    s.add_argument("--layer", default="pool", help="pool (512-d), proj (128-d), conv1 .. conv5x (probe grids)")
+    s.add_argument("--clip-agg", choices=["mean", "max", "none"], default="mean")
+    s.add_argument("--normalize", action="store_true", help="L2-normalise the features")
+    s.add_argument("--no-resume", action="store_true", help="start the output folder over")
+    s.add_argument("--retry-failed", action="store_true", help="on resume, try the failed files again")
+    s.set_defaults(func=_cmd_extract)
+
+    s = sub.add_parser("score-av", help="audio-visual correspondence per video (find soundtracks that do not fit)")
+    _add_run_options(s)
+    s.add_argument("--csv", metavar="FILE", help="write every row (path, score, percentile, error) here")
+    s.add_argument("--top", type=int, default=20, help="print this many lowest-scoring videos")
+    s.set_defaults(func=_cmd_score_av)
 
     s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
     s.set_defaults(func=_cmd_env)

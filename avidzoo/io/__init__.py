@@ -1,7 +1,8 @@
 """Media input: decode video and audio clips from files (PyAV) and choose where clips start."""
 
 from .decode import MediaFile, MediaInfo, probe, read_audio_clip, read_video_clip
+from .inputs import MEDIA_EXTENSIONS, find_media
 from .sampling import random_start, sliding_starts, uniform_starts
 
 __all__ = ["MediaFile", "MediaInfo", "probe", "read_video_clip", "read_audio_clip", "uniform_starts",
-           "random_start", "sliding_starts"]
+           "random_start", "sliding_starts", "find_media", "MEDIA_EXTENSIONS"]

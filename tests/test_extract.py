@@ -1,0 +1,239 @@
+"""Feature extraction on generated videos with a locally built original-format checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from media import make_video
+
+import avidzoo
+from avidzoo.extract import FeatureExtractor, load_features
+from avidzoo.io import MediaFile, uniform_starts
+
+TOL = dict(rtol=1e-4, atol=1e-4)  # the extractor folds BatchNorm and uses channels_last_3d
+
+
+@pytest.fixture(scope="module")
+def model(original, tmp_path_factory):
+    m = avidzoo.from_pretrained(original[0])
+    folder = m.save_pretrained(tmp_path_factory.mktemp("model") / "avid")
+    return m, folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    for i in range(4):
+        make_video(d / f"clip{i}.mp4", fps=25 + 5 * (i % 2), seconds=2.5 + i * 0.5, tone_start=0.3 * i,
+                   tone_freq=500 + 400 * i)
+    (d / "sub").mkdir()
+    make_video(d / "sub" / "silent.mp4", fps=30, seconds=3, audio=False)
+    (d / "broken.mp4").write_bytes(b"definitely not a video" * 200)
+    return d
+
+
+def reference(model: avidzoo.AVIDModel, path: Path, n: int, layer: str = "pool") -> dict[str, torch.Tensor]:
+    """Per-clip features by hand: decode, transform, forward each clip alone through the unfused model."""
+    t = avidzoo.create_transforms(model)
+    with MediaFile(path) as f:
+        starts = uniform_starts(f.info.duration, 2.0, n)
+        frames = f.read_video(starts, num_frames=8, fps=16)  # full resolution; the transform resizes
+        waves = f.read_audio(starts, 2.0)
+    out = {"video": [], "audio": []}
+    with torch.inference_mode():
+        for fr, wv in zip(frames, waves):
+            v, a = t.video(fr)[None], t.audio(wv)[None]
+            if layer == "pool":
+                out["video"].append(model.encode_video(v)[0])
+                out["audio"].append(model.encode_audio(a)[0])
+            elif layer == "proj":
+                out["video"].append(model.encode_video(v, project=True)[0])
+                out["audio"].append(model.encode_audio(a, project=True)[0])
+            else:
+                fv = model.forward_features(v, modality="video")[layer]
+                fa = model.forward_features(a, modality="audio")[layer]
+                out["video"].append(F.adaptive_max_pool3d(fv, (1, 4, 4)).flatten())
+                out["audio"].append(F.adaptive_avg_pool2d(fa, (4, 4)).flatten())
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def test_features_equal_a_direct_per_clip_forward(model, folder):
+    m, _ = model
+    n = 3
+    fx = FeatureExtractor(m, clips_per_video=n, clip_agg="none", batch_size=4, num_workers=1)
+    result = fx.extract(folder)
+    names = [Path(p).name for p in result.paths]
+    assert names == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "clip3.mp4", "silent.mp4"]
+    assert list(result.failed) == [str(folder / "broken.mp4")] and "NotMediaError" in result.failed[
+        str(folder / "broken.mp4")]
+    assert result["video"].shape == (5, n, 512) and result["audio"].shape == (5, n, 512)
+    for i, p in enumerate(result.paths):
+        ref = reference(m, Path(p), n)
+        torch.testing.assert_close(result["video"][i], ref["video"], rtol=2e-3, atol=2e-3)  # decoder vs torch resize
+        torch.testing.assert_close(result["audio"][i], ref["audio"], **TOL)
+        assert result.clip_starts[i] == pytest.approx(uniform_starts(probe_duration(p), 2.0, n))
+    # aggregation over clips
+    for agg, fn in (("mean", lambda x: x.mean(1)), ("max", lambda x: x.amax(1))):
+        r = FeatureExtractor(m, clips_per_video=n, clip_agg=agg, num_workers=0).extract(folder)
+        torch.testing.assert_close(r["video"], fn(result["video"]), **TOL)
+        torch.testing.assert_close(r["audio"], fn(result["audio"]), **TOL)
+    r = FeatureExtractor(m, clips_per_video=n, normalize=True, num_workers=0).extract(folder)
+    torch.testing.assert_close(r["audio"], F.normalize(F.normalize(result["audio"], dim=-1).mean(1), dim=-1), **TOL)
+
+
+def probe_duration(path: str) -> float:
+    with MediaFile(path) as f:
+        return f.info.duration
+
+
+@pytest.mark.parametrize("layer", ["proj", "conv5x"])
+def test_other_layers(model, folder, layer):
+    m, _ = model
+    fx = FeatureExtractor(m, clips_per_video=2, clip_agg="none", layer=layer, num_workers=0, channels_last=False)
+    r = fx.extract(folder / "clip1.mp4")
+    ref = reference(m, folder / "clip1.mp4", 2, layer)
+    assert r["video"].shape[-1] == fx.feature_dim("video") == ref["video"].shape[-1]
+    torch.testing.assert_close(r["audio"][0], ref["audio"], **TOL)
+    torch.testing.assert_close(r["video"][0], ref["video"], rtol=2e-3, atol=2e-3)
+
+
+def test_tensors_decoded_by_the_user(model):
+    m, _ = model
+    fx = FeatureExtractor(m, device="cpu", dtype="fp32")
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 8, 120, 160, 3), dtype=torch.uint8, generator=g)
+    waves = torch.randn(3, 2, 30000, generator=g) * 0.1
+    feats = fx(frames, waves, sample_rate=16000)
+    t = avidzoo.create_transforms(m)
+    with torch.inference_mode():
+        torch.testing.assert_close(feats["video"], m.encode_video(t.video(frames)), **TOL)
+        torch.testing.assert_close(feats["audio"], m.encode_audio(t.audio(waves, 16000)), **TOL)
+
+
+class OOMAbove(FeatureExtractor):
+    """A device that runs out of memory above ``limit`` clips (what a full GPU does)."""
+
+    limit = 2
+
+    def _forward(self, modality, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated device limit)")
+        return super()._forward(modality, x)
+
+
+def test_out_of_memory_halves_the_batch(model):
+    m, _ = model
+    x = torch.randn(7, 1, 200, 257)
+    fx = OOMAbove(m, modalities=("audio",), batch_size=8)
+    feats = fx.encode(audio=x)["audio"]
+    assert fx.batch_size == 2 and feats.shape == (7, 512)
+    with torch.inference_mode():
+        torch.testing.assert_close(feats, m.encode_audio(x), **TOL)
+    fx.limit = 0
+    with pytest.raises(torch.OutOfMemoryError):
+        fx.encode(audio=x)
+
+
+def test_output_folder_is_self_describing_and_guards_settings(model, folder, tmp_path):
+    m, _ = model
+    out = avidzoo.extract_features(m, folder, out=tmp_path / "feats", clips_per_video=2, num_workers=0)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["layer"] == "pool" and meta["feature_dims"] == {"video": 512, "audio": 512}
+    assert meta["preprocessing"]["audio"]["hop_length"] == 240 and len(meta["model_fingerprint"]) == 64
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows].count("error") == 1 and len(rows) == 6
+    assert not list((out / "parts").glob("*.jsonl"))  # merged
+    back = load_features(out)
+    direct = FeatureExtractor(m, clips_per_video=2, num_workers=0).extract(folder)
+    assert back.paths == direct.paths
+    torch.testing.assert_close(back["video"], direct["video"], **TOL)
+    with pytest.raises(ValueError, match="other settings .*layer"):
+        avidzoo.extract_features(m, folder, out=out, clips_per_video=2, layer="proj", num_workers=0)
+
+
+KILL_CHILD = """
+import sys, avidzoo
+avidzoo.extract_features(sys.argv[1], sys.argv[2], out=sys.argv[3], clips_per_video=2, num_workers=0,
+                         shard_size=1, progress=False)
+"""
+
+
+def test_resume_after_sigkill_gives_every_video_exactly_once(model, folder, tmp_path):
+    _, saved = model
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-c", KILL_CHILD, str(saved), str(folder), str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    part = out / "parts" / "index-000.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if part.exists() and sum(1 for line in part.read_text().splitlines() if '"ok"' in line) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "index.jsonl").exists()  # killed before the end
+    done_before = len(part.read_text().splitlines())
+    assert 2 <= done_before < 6
+    subprocess.run(cmd, check=True, capture_output=True)
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted({r["path"] for r in rows})  # exactly once
+    assert len(rows) == 6
+    clean = avidzoo.extract_features(saved, folder, out=tmp_path / "clean", clips_per_video=2, num_workers=0)
+    a, b = load_features(out), load_features(clean)
+    assert a.paths == b.paths and a.failed == b.failed
+    torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
+    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
+    shards = {r["shard"] for r in rows if r["status"] == "ok"}
+    assert {p.name for p in (out / "shards").iterdir()} == shards  # no orphans
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_torchrun_equals_one_process(model, folder, tmp_path):
+    _, saved = model
+    env = {**os.environ, "AVIDZOO_DISABLE_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    common = [str(folder), "--model", str(saved), "--clips-per-video", "2", "--workers", "0", "-q",
+              "--device", "cpu"]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+                    "-m", "avidzoo", "extract", *common, "--out", str(tmp_path / "ddp")],
+                   check=True, env=env, capture_output=True, timeout=300)
+    res = subprocess.run([sys.executable, "-m", "avidzoo", "extract", *common, "--out", str(tmp_path / "one")],
+                         check=True, env=env, capture_output=True, text=True, timeout=300)
+    assert "done: 5 videos, failed: 1" in res.stdout
+    ddp, one = load_features(tmp_path / "ddp"), load_features(tmp_path / "one")
+    assert ddp.paths == one.paths and ddp.failed.keys() == one.failed.keys()
+    torch.testing.assert_close(ddp["video"], one["video"], **TOL)
+    torch.testing.assert_close(ddp["audio"], one["audio"], **TOL)
+    shards = sorted(p.name for p in (tmp_path / "ddp" / "shards").iterdir())
+    assert any(s.startswith("r000") for s in shards) and any(s.startswith("r001") for s in shards)
+
+
+def test_score_av_and_similarity(model, folder, tmp_path):
+    m, _ = model
+    rows = avidzoo.score_av(m, folder, clips_per_video=2, num_workers=0, out_csv=tmp_path / "s.csv")
+    ok = [r for r in rows if r["score"] is not None]
+    assert [r["score"] for r in ok] == sorted(r["score"] for r in ok)
+    assert ok[0]["percentile"] == 0.0 and ok[-1]["percentile"] == 100.0
+    r = FeatureExtractor(m, clips_per_video=2, layer="proj", clip_agg="none", num_workers=0).extract(folder)
+    i = r.paths.index(ok[0]["path"])
+    expected = F.cosine_similarity(r["video"][i], r["audio"][i], dim=-1).mean()
+    assert ok[0]["score"] == pytest.approx(float(expected), abs=1e-4)
+    assert (tmp_path / "s.csv").read_text().startswith("path,score,percentile,error")
+    v, a = torch.randn(4, 128), torch.randn(5, 128)
+    assert avidzoo.similarity(v, a, pairwise=True).shape == (4, 5)
+    torch.testing.assert_close(avidzoo.similarity(v, v), torch.ones(4))
