@@ -1,0 +1,139 @@
+"""Feature-extraction throughput, all measured in one run on the same videos and model.
+
+    python benchmarks/extract.py [--videos 8] [--clips 10] [--size 640x360] [--compile]
+
+(a) naive loop, as the original evaluation code: one video at a time, decode its clips the original way (a file
+    opened per clip, every frame to PIL, PIL resize; see benchmarks/decode.py), forward them (plain eager fp32,
+    NCDHW), then the next video.
+(a') the same loop with avidzoo's decoder: what is left is the gain of the pipeline and the faster model.
+(b) avidzoo.extract_features: DataLoader workers decode while the model runs; clips of several videos per batch;
+    BatchNorm folded, channels_last_3d, inference_mode.
+(c) the model of (b) alone on preloaded model inputs: the ceiling for (b).
+
+Then the video encoder alone (batch 8 clips of 8x224x224): plain eager fp32 NCDHW against the optimised forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from decode import original_clip  # noqa: E402
+from media import make_video  # noqa: E402
+
+import avidzoo  # noqa: E402
+from avidzoo.extract import FeatureExtractor  # noqa: E402
+from avidzoo.io import MediaFile, uniform_starts  # noqa: E402
+
+
+def naive_original(model, transforms, paths, clips):
+    stats = (transforms.audio.mean.numpy(), transforms.audio.std.numpy())
+    with torch.inference_mode():
+        for p in paths:
+            with MediaFile(p) as f:
+                starts = uniform_starts(f.info.duration, 2.0, clips)
+            pairs = [original_clip(p, s, stats) for s in starts]
+            model.encode_video(torch.stack([v for v, _ in pairs])).mean(0)
+            model.encode_audio(torch.stack([a for _, a in pairs])).mean(0)
+
+
+def naive(model, transforms, paths, clips):
+    out = []
+    with torch.inference_mode():
+        for p in paths:
+            with MediaFile(p) as f:
+                starts = uniform_starts(f.info.duration, 2.0, clips)
+                frames = f.read_video(starts, num_frames=8, fps=16, short_side=256)
+                waves = f.read_audio(starts, 2.0)
+            v = transforms.video(torch.stack(frames))
+            a = transforms.audio(torch.stack(waves))
+            out.append((model.encode_video(v).mean(0), model.encode_audio(a).mean(0)))
+    return out
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--clips", type=int, default=10)
+    ap.add_argument("--size", default="640x360")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile for the encoder")
+    args = ap.parse_args()
+    w, h = map(int, args.size.split("x"))
+    torch.manual_seed(0)
+    model = avidzoo.create_model("cross_avid_r2plus1d").eval()  # random weights: speed does not depend on them
+    transforms = avidzoo.create_transforms(model)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.videos} videos of 10 s {w}x{h} "
+          f"30 fps H.264/AAC, {args.clips} clips each")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [make_video(Path(tmp) / f"v{i}.mp4", fps=30, seconds=10, size=(w, h), pattern="texture", crf=23,
+                            tone_start=float(i)) for i in range(args.videos)]
+        fx = FeatureExtractor(model, clips_per_video=args.clips, progress=False)
+        dataset_inputs = []  # (c): the same clips, decoded and transformed beforehand
+        for p in paths:
+            item = avidzoo.extract.ClipDataset([p], transforms, ("video", "audio"), args.clips)[0]
+            dataset_inputs.append((item["video"], item["audio"]))
+
+        def run_c():
+            for v, a in dataset_inputs:
+                fx.encode(video=v, audio=a)
+
+        naive(model, transforms, paths[:1], args.clips)  # warm-up
+        fx.extract(paths[:1])
+        ta0 = median_time(lambda: naive_original(model, transforms, paths, args.clips), args.repeat)
+        ta = median_time(lambda: naive(model, transforms, paths, args.clips), args.repeat)
+        tb = median_time(lambda: fx.extract(paths), args.repeat)
+        tc = median_time(run_c, args.repeat)
+    n = args.videos
+    print(f"(a) original loop   : {n / ta0:6.3f} videos/s  {n * args.clips / ta0:6.2f} clips/s")
+    print(f"(a') naive, avidzoo decoding: {n / ta:6.3f} videos/s  {n * args.clips / ta:6.2f} clips/s")
+    print(f"(b) avidzoo pipeline: {n / tb:6.3f} videos/s  {n * args.clips / tb:6.2f} clips/s  (workers "
+          f"{fx.num_workers}, batch {fx.batch_size} clips)")
+    print(f"(c) model alone     : {n / tc:6.3f} videos/s  {n * args.clips / tc:6.2f} clips/s")
+    print(f"(b)/(a) = {ta0 / tb:.2f}x (target >= 2);  (b)/(a') = {ta / tb:.2f}x (ceiling (c)/(a') = {ta / tc:.2f}x);  "
+          f"(b)/(c) = {100 * tc / tb:.0f}% (target >= 70%)")
+
+    # The video encoder alone.
+    x = torch.randn(8, 3, 8, 224, 224)
+    plain = model.video_encoder
+    fast = FeatureExtractor(model, modalities=("video",), batch_size=8)
+
+    def fwd(fn, inp):
+        with torch.inference_mode():
+            fn(inp)
+            return median_time(lambda: fn(inp), max(args.repeat, 3))
+
+    t_plain = fwd(plain, x)
+    t_fast = fwd(lambda inp: fast.encode(video=inp), x)
+    print(f"video encoder, 8 clips: eager fp32 NCDHW {t_plain * 1e3:.0f} ms; folded BN + channels_last_3d + "
+          f"inference_mode {t_fast * 1e3:.0f} ms: {t_plain / t_fast:.2f}x (target >= 1.3)")
+    if args.compile:
+        comp = FeatureExtractor(model, modalities=("video",), batch_size=8, compile=True)
+        t = time.perf_counter()
+        comp.encode(video=x)
+        print(f"torch.compile: first call {time.perf_counter() - t:.0f} s")
+        t_comp = fwd(lambda inp: comp.encode(video=inp), x)
+        print(f"  + torch.compile {t_comp * 1e3:.0f} ms: {t_plain / t_comp:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
