@@ -33,10 +33,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from media import make_video  # noqa: E402
-
 import avidzoo  # noqa: E402
 from avidzoo.io import MediaFile, uniform_starts  # noqa: E402
+
+from media import make_video  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
 STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]

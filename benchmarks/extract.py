@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from decode import original_clip  # noqa: E402
-from media import make_video  # noqa: E402
-
 import avidzoo  # noqa: E402
 from avidzoo.extract import FeatureExtractor  # noqa: E402
 from avidzoo.io import MediaFile, uniform_starts  # noqa: E402
+
+from decode import original_clip  # noqa: E402
+from media import make_video  # noqa: E402
 
 
 def naive_original(model, transforms, paths, clips):

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from media import make_video
 
 import avidzoo
 from avidzoo.extract import FeatureExtractor, load_features
 from avidzoo.io import MediaFile, uniform_starts
+
+from media import make_video
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # the extractor folds BatchNorm and uses channels_last_3d
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hf_server import FakeHub
 
 import avidzoo
 from avidzoo.errors import ChecksumError, WeightsNotFoundError
 
 from conftest import assert_same_outputs, write_overlay
+from hf_server import FakeHub
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from media import frame_index, make_video
 
 import avidzoo
 from avidzoo.errors import (
@@ -25,6 +24,8 @@ from avidzoo.errors import (
     VariableFrameRateError,
 )
 from avidzoo.io import MediaFile, probe, random_start, read_audio_clip, read_video_clip, sliding_starts, uniform_starts
+
+from media import frame_index, make_video
 
 
 @pytest.fixture(scope="module")
