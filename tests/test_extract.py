@@ -238,3 +238,30 @@ def test_score_av_and_similarity(model, folder, tmp_path):
     v, a = torch.randn(4, 128), torch.randn(5, 128)
     assert avidzoo.similarity(v, a, pairwise=True).shape == (4, 5)
     torch.testing.assert_close(avidzoo.similarity(v, v), torch.ones(4))
+
+
+def test_autocast_path_runs_on_cpu(model):
+    """The reduced-precision path (CUDA's default) runs unchanged on the CPU and stays close to fp32."""
+    m, _ = model
+    x = torch.randn(2, 3, 8, 112, 112)
+    fp32 = FeatureExtractor(m, modalities=("video",), dtype="fp32").encode(video=x)["video"]
+    bf16 = FeatureExtractor(m, modalities=("video",), dtype="bf16").encode(video=x)["video"]
+    assert bf16.dtype == torch.float32
+    assert float(F.cosine_similarity(bf16, fp32).min()) > 0.99
+    with pytest.raises(ValueError, match="dtype must be"):
+        FeatureExtractor(m, dtype="int8")
+
+
+def test_inputs_from_globs_and_lists(folder, tmp_path):
+    from avidzoo.io import find_media
+
+    (tmp_path / "list.txt").write_text(f"# a comment\n{folder / 'clip1.mp4'}\nrelative.mp4\n")
+    (tmp_path / "list.csv").write_text(f"label,path\na,{folder / 'clip2.mp4'}\nb,{folder / 'clip1.mp4'}\n")
+    found = find_media([tmp_path / "list.txt", tmp_path / "list.csv", str(folder / "sub" / "*.mp4")])
+    assert [p.name for p in found] == ["clip1.mp4", "relative.mp4", "clip2.mp4", "silent.mp4"]
+    assert found[1] == tmp_path / "relative.mp4"  # relative to the list file, kept so it is reported missing
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        find_media(str(folder / "*.mkv"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no media files"):
+        find_media(tmp_path / "empty")
