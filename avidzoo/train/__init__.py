@@ -1,0 +1,1 @@
+"""Pretraining: AVID (Cross/Self/Joint), AVID-CMA and Robust-xID."""
