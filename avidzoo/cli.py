@@ -153,6 +153,35 @@ def _add_run_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+PRETRAIN_EXAMPLE = """examples:
+  avidzoo pretrain --preset robust_xid --data videos/ --out runs/rxid --batch-size 256 --epochs 30
+  torchrun --nproc_per_node 8 -m avidzoo pretrain --config my_run.yaml --resume
+"""
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from .train import PretrainConfig, load_config, pretrain
+
+    overrides = {"data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
+                 "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth}
+    if args.config:
+        cfg = load_config(args.config, **overrides)
+    else:
+        cfg = PretrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    cfg.resume = cfg.resume or args.resume
+    if args.print_config:
+        import dataclasses
+
+        print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
+        return 0
+    run = pretrain(cfg)
+    print(f"run: {run}; load the model with avidzoo.from_pretrained({str(run)!r})")
+    return 0
+
+
 def env_report() -> dict[str, object]:
     """Versions of everything avidzoo runs on, for bug reports."""
     import torch
@@ -235,6 +264,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", metavar="FILE", help="write every row (path, score, percentile, error) here")
     s.add_argument("--top", type=int, default=20, help="print this many lowest-scoring videos")
     s.set_defaults(func=_cmd_score_av)
+
+    s = sub.add_parser("pretrain", help="self-supervised pretraining (Cross/Self/Joint-AVID, AVID-CMA, Robust-xID)",
+                       epilog=PRETRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", metavar="FILE.yaml", help="a PretrainConfig as YAML or JSON; flags override it")
+    s.add_argument("--preset", metavar="RECIPE", help="a manifest recipe: cross_avid_kinetics400, "
+                   "avid_cma_kinetics400, cross_avid_audioset2m, avid_cma_audioset2m, self_avid, joint_avid, "
+                   "robust_xid")
+    s.add_argument("--data", nargs="+", help="training videos: folders, globs or lists")
+    s.add_argument("--out", help="run folder (default runs/avid)")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--clips-per-video", type=int)
+    s.add_argument("--video-depth", type=int, choices=[10, 18, 34])
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--init", help="start from these weights (a registry name or path; CMA starts from AVID)")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
     s.set_defaults(func=_cmd_env)

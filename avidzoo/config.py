@@ -31,9 +31,7 @@ def model_config(
     arch = model.arch
     mods = normalize_modalities(modalities)
     video = dict(arch["video"])
-    if video_depth is not None:
-        if weights is not None and video_depth != video["depth"]:
-            raise ValueError(f"{weights.name} has a depth-{video['depth']} video encoder, not {video_depth}")
+    if video_depth is not None:  # untrained models only: create_model refuses overrides with pretrained weights
         video["depth"] = int(video_depth)
     cfg: dict[str, Any] = {
         "model": model.name,

@@ -113,7 +113,8 @@ def from_pretrained(
     """Load a model with weights from any source.
 
     ``name_or_path`` is one of: a registry name or alias (see :func:`create_model`); ``hf-hub:org/repo[@revision]``;
-    ``local-dir:PATH`` or a directory written by ``save_pretrained``; a ``.safetensors`` file; an original AVID
+    ``local-dir:PATH`` or a directory written by ``save_pretrained`` (or a training run folder, for its latest model);
+    a ``.safetensors`` file; an original AVID
     checkpoint (``.pth.tar``), read with ``weights_only=True``. ``modalities=None`` keeps every tower the source has.
     The model is returned in eval mode.
     """
@@ -125,6 +126,8 @@ def from_pretrained(
     if name.startswith("local-dir:"):
         return build_model(*read_pretrained_dir(Path(name[len("local-dir:"):]).expanduser()), **kw)
     path = Path(name).expanduser()
+    if path.is_dir() and not (path / "model.safetensors").exists() and (path / "model" / "config.json").exists():
+        path = path / "model"  # a training run folder: its latest model
     if path.is_dir():
         return build_model(*read_pretrained_dir(path), **kw)
     if path.is_file():

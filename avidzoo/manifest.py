@@ -24,7 +24,7 @@ from .errors import UnknownModelError
 __all__ = ["Manifest", "ModelSpec", "WeightSpec", "get_manifest"]
 
 MANIFEST_FILE = "weights_manifest.json"
-_SECTIONS = ("architectures", "methods", "models", "tag_aliases", "preprocessing", "protocols", "weights")
+_SECTIONS = ("architectures", "methods", "models", "tag_aliases", "preprocessing", "protocols", "recipes", "weights")
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,7 @@
-"""Pretraining: AVID (Cross/Self/Joint), AVID-CMA and Robust-xID."""
+"""Pretraining: AVID (Cross/Self/Joint), AVID-CMA and Robust-xID, in one process or under torchrun."""
+
+from .loop import PretrainConfig, load_config, pretrain, read_metrics
+from .losses import AVIDCMALoss, AVIDLoss, MemoryBank, RobustXIDLoss, build_criterion, nce_loss
+
+__all__ = ["PretrainConfig", "pretrain", "load_config", "read_metrics", "AVIDLoss", "AVIDCMALoss", "RobustXIDLoss",
+           "MemoryBank", "build_criterion", "nce_loss"]

@@ -66,19 +66,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         from torch.distributed.nn import all_reduce
 
         dims = [0, *range(2, x.dim())]
-        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=x.dtype)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = all_reduce(stats)
         c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        count = torch.tensor([x.numel() / c], device=x.device, dtype=x.dtype)
+        # Two passes (global mean, then squared deviations from it): E[x^2] - mean^2 loses precision.
+        totals = all_reduce(torch.cat([x.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:c] / n
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / n
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-        shape = [1, c] + [1] * (x.dim() - 2)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 

@@ -143,7 +143,7 @@ class AVIDLoss(_BankLoss):
         if self.wmodal:
             loss = loss + self.wmodal * (parts["v2v"] + parts["a2a"]) / 2
         self._finish(idx, v, a)
-        return loss, {k: float(x) for k, x in parts.items()}
+        return loss, {k: float(x.detach()) for k, x in parts.items()}
 
     def load_original_state(self, criterion_state: Mapping[str, torch.Tensor]) -> None:
         """Memory banks and Z from an original checkpoint's ``train_criterion`` entry."""
@@ -236,7 +236,7 @@ class AVIDCMALoss(_BankLoss):
             if not coeff:
                 continue
             values = {k: nce_loss(p, n, self.z) for k, (p, n) in terms[group].items()}
-            parts.update({k: float(x) for k, x in values.items()})
+            parts.update({k: float(x.detach()) for k, x in values.items()})
             loss = loss + coeff * sum(values.values()) / 2
         self._finish(idx, v, a)
         return loss, parts
@@ -341,7 +341,7 @@ class RobustXIDLoss(_BankLoss):
         total_w = all_reduce_mean(w.sum()) * world
         loss = (w * per_sample).sum() / total_w * world
         self._finish(idx, v, a)
-        return loss, {"xid": float(per_sample.mean()), "weight": float(w.mean())}
+        return loss, {"xid": float(per_sample.detach().mean()), "weight": float(w.mean())}
 
 
 def build_criterion(name: str, num_data: int, dim: int, options: Mapping | None = None, seed: int = 0) -> _BankLoss:
