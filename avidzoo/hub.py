@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from ._files import remove_with_stamp, verify_file
 from ._version import __version__
@@ -242,9 +242,12 @@ def load_weights(
             log.warning("cached %s is damaged (%s); fetching it again", spec.name, e)
     (cache / "locks").mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(cache / "locks" / f"{spec.name}.lock"))
-    if lock.is_locked:
-        log.info("another process is fetching %s; waiting for it", spec.name)
-    with lock:
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another process is fetching %s; waiting for it", spec.name)
+        lock.acquire()
+    try:
         # Another process may have finished while we waited for the lock.
         if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
             try:
@@ -257,6 +260,8 @@ def load_weights(
         save_pretrained_state(state, config, folder)
         if original.parent == cache / "downloads":  # the converted copy replaces the multi-GB training checkpoint
             remove_with_stamp(original)
+    finally:
+        lock.release()
     return read_pretrained_dir(folder)
 
 

@@ -227,15 +227,14 @@ class MediaFile:
             self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
         return clips  # type: ignore[return-value]
 
-    def _output_size(self, frame) -> tuple[int, int] | None:
-        if self._short_side is None:
+    @staticmethod
+    def _output_size(frame, short_side: int | None) -> tuple[int, int] | None:
+        if short_side is None:
             return None
-        w, h = frame.width, frame.height
-        s = self._short_side
+        w, h, s = frame.width, frame.height, short_side
         return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
 
     def _decode_group(self, stream, group_starts, indices, clips, num_frames, fps, short_side) -> None:
-        self._short_side = short_side
         targets = sorted((s + k / fps, ci, k) for ci, s in zip(indices, group_starts) for k in range(num_frames))
         chosen: dict[tuple[int, int], object] = {}
         first_t = targets[0][0]
@@ -283,7 +282,7 @@ class MediaFile:
             have = [f for f in frames if f is not None]
             if not have:
                 raise DecodeError(self.path, f"clip at {start:.2f} s starts after the video ends ({end:.2f} s)")
-            arrays = [self._to_rgb(f, converted) for f in have]
+            arrays = [self._to_rgb(f, converted, short_side) for f in have]
             while len(arrays) < num_frames:  # loop the clip from its start, as the original pad_missing
                 arrays += arrays[: num_frames - len(arrays)]
             clips[ci] = torch.from_numpy(np.stack(arrays))
@@ -316,10 +315,10 @@ class MediaFile:
             with contextlib.suppress(av.error.FFmpegError):  # a fresh container is at the start already
                 self._container.seek(0)
 
-    def _to_rgb(self, frame, cache: dict[int, np.ndarray]) -> np.ndarray:
+    def _to_rgb(self, frame, cache: dict[int, np.ndarray], short_side: int | None) -> np.ndarray:
         key = id(frame)
         if key not in cache:
-            size = self._output_size(frame)
+            size = self._output_size(frame, short_side)
             if size is None:
                 rgb = frame.to_ndarray(format="rgb24")
             else:
