@@ -229,17 +229,17 @@ class FeatureExtractor:
     # -- encoding of ready model inputs ---------------------------------------------------------------------------
     def _encoder_fn(self, modality: str):
         net, layer = self._net, self.layer
+        if layer in ("pool", "proj"):
+            enc = net.encode_video if modality == "video" else net.encode_audio
+            return lambda x: enc(x, project=layer == "proj")
         grid = self.grids[modality]
+        size = grid["grid"][layer]
+        pools = {("video", "max"): F.adaptive_max_pool3d, ("video", "avg"): F.adaptive_avg_pool3d,
+                 ("audio", "max"): F.adaptive_max_pool2d, ("audio", "avg"): F.adaptive_avg_pool2d}
+        pool = pools[(modality, grid["pool"])]
 
         def encode(x: torch.Tensor) -> torch.Tensor:
-            if layer in ("pool", "proj"):
-                enc = net.encode_video if modality == "video" else net.encode_audio
-                return enc(x, project=layer == "proj")
-            fmap = net.forward_features(x, modality=modality)[layer]
-            size = grid["grid"][layer]
-            pool = {("video", "max"): F.adaptive_max_pool3d, ("video", "avg"): F.adaptive_avg_pool3d,
-                    ("audio", "max"): F.adaptive_max_pool2d, ("audio", "avg"): F.adaptive_avg_pool2d}
-            return torch.flatten(pool[(modality, grid["pool"])](fmap, size), 1)
+            return torch.flatten(pool(net.forward_features(x, modality=modality)[layer], size), 1)
 
         return encode
 

@@ -161,7 +161,7 @@ def network_sources(spec: WeightSpec) -> list[str | dict]:
     return hf + list(dict.fromkeys(urls))
 
 
-def _fetch_hf(source: Mapping[str, Any], spec: WeightSpec, cache: Path) -> Path:
+def _fetch_hf(source: Mapping[str, Any], spec: WeightSpec) -> Path:
     from huggingface_hub import hf_hub_download
 
     path = hf_hub_download(
@@ -191,7 +191,7 @@ def fetch_original(spec: WeightSpec, *, cache: Path, progress: bool | None = Non
     for source in network_sources(spec):
         try:
             if isinstance(source, Mapping):
-                return _fetch_hf(source, spec, cache)
+                return _fetch_hf(source, spec)
             return download_url(source, cache / "downloads" / spec.file_name, hashes=spec.hashes,
                                 size=spec.size_bytes, progress=progress)
         except (DownloadError, ChecksumError) as e:
