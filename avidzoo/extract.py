@@ -473,7 +473,8 @@ def _check_meta(path: Path, meta: Mapping[str, Any]) -> None:
 
 
 def _reset_output(out: Path) -> None:
-    for p in [out / INDEX_FILE, out / META_FILE, *out.glob("parts/*.jsonl"), *out.glob("shards/*.safetensors")]:
+    for p in [out / INDEX_FILE, out / META_FILE, *out.glob("parts/*.jsonl"), *out.glob("shards/*.safetensors"),
+              *out.glob("shards/.*.tmp")]:
         p.unlink(missing_ok=True)
 
 
@@ -515,6 +516,7 @@ class _ShardWriter:
         (out / "parts").mkdir(exist_ok=True)
         self.index = out / "parts" / f"index-{rank:03d}.jsonl"
         existing = [int(p.stem.split("-")[-1]) for p in (out / "shards").glob(f"r{rank:03d}-*.safetensors")]
+        _remove_stale_temps(out, f"r{rank:03d}-")  # a killed run of this rank can leave one half-written shard
         self.seq = max(existing, default=-1) + 1
         self.buffer: list[tuple[dict, dict]] = []
 
@@ -574,6 +576,13 @@ def _merge_index(out: Path, order: Sequence[str]) -> None:
     for shard in (out / "shards").glob("*.safetensors"):
         if shard.name not in used:
             shard.unlink()
+    _remove_stale_temps(out)  # every rank has finished: no temporary file here is still being written
+
+
+def _remove_stale_temps(out: Path, prefix: str = "") -> None:
+    """Delete temporary shard files (``atomic_path`` names them ``.NAME.XXXX.tmp``) starting with ``prefix``."""
+    for tmp in (out / "shards").glob(f".{prefix}*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def load_features(out: str | os.PathLike) -> ExtractionResult:
