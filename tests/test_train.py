@@ -104,15 +104,11 @@ def test_two_process_gloo_ddp_matches_one_process(data, tmp_path, lr):
         a, b = step_values(single, name), step_values(tmp_path / "ddp", name)
         assert a.keys() == b.keys() and len(a) == 16
         assert b[1] == pytest.approx(a[1], rel=1e-4)  # the same start: same data, negatives, Z, BN, gradients
-        if lr == 0 and name == "loss":
+        if lr == 0:
             for step in a:
-                assert b[step] == pytest.approx(a[step], rel=1e-4), (name, step, a[step], b[step])
-        elif lr == 0:
-            # Known open discrepancy: after step 1 the DDP gradient norm drifts up to ~1% above the single
-            # process's (losses still agree to 1e-4). Bounded here so that it cannot grow unnoticed.
-            for step in a:
-                assert b[step] == pytest.approx(a[step], rel=2e-2), (name, step, a[step], b[step])
+                assert b[step] == pytest.approx(a[step], rel=3e-4), (name, step, a[step], b[step])
         elif name == "loss":  # with learning, compare the loss trajectories
+            assert b[2] == pytest.approx(a[2], rel=1e-3)
             drift = sum(abs(b[s] - a[s]) / abs(a[s]) for s in a) / len(a)
             assert drift < 0.05, (name, drift)
 
@@ -145,3 +141,24 @@ def test_config_files_presets_and_cli(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["loss"]["xmodal"] == 0.0 and printed["loss"]["wmodal"] == 1.0 and printed["model"] == \
         "self_avid_r2plus1d"
+
+
+def test_global_batchnorm_conversion_keeps_the_parameters_an_optimizer_holds():
+    """An optimizer built before the conversion must still update and zero the BatchNorm weights (it did not,
+    and DDP runs silently accumulated BatchNorm gradients across steps)."""
+    from avidzoo.train.distributed import GlobalBatchNorm, convert_global_batchnorm
+
+    torch.manual_seed(0)
+    model = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10, modalities=("video",))
+    before = {n: p for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    x = torch.randn(2, 3, 4, 32, 32)
+    model.eval()
+    expected = model.encode_video(x)
+    convert_global_batchnorm(model)
+    kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert kinds == {GlobalBatchNorm}
+    assert {n: id(p) for n, p in model.named_parameters()} == {n: id(p) for n, p in before.items()}
+    assert {n: id(b) for n, b in model.named_buffers()} == {n: id(b) for n, b in buffers.items()}
+    assert not model.training
+    torch.testing.assert_close(model.encode_video(x), expected, rtol=0, atol=0)

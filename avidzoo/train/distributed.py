@@ -53,6 +53,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     ``torch.nn.SyncBatchNorm`` only runs on GPUs; this one all-reduces per-channel sums through the differentiable
     ``torch.distributed.nn.all_reduce``, so DDP on CPUs (gloo) trains exactly like one process with the whole batch.
     Parameters and buffers are those of BatchNorm: state dicts are interchangeable.
+
+    Wrap the model with ``DistributedDataParallel(..., broadcast_buffers=False)``: the running statistics are already
+    the same on every rank, and with the broadcast on, a 2-process gloo run gave wrong gradients whenever no other
+    collective ran between forward and backward (a ``barrier()`` there made them right again).
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -84,13 +88,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def convert_global_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer of ``module`` (in place) by a :class:`GlobalBatchNorm` with the same state."""
+    """Replace every BatchNorm layer of ``module`` (in place) by a :class:`GlobalBatchNorm`.
+
+    The new layers take over the old ones' parameter and buffer objects, so an optimizer built before the conversion
+    still updates (and zeroes the gradients of) the BatchNorm weights.
+    """
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats)
-            new.load_state_dict(child.state_dict())
-            setattr(module, name, new.to(child.weight.device))
+            for key, value in [*child.named_parameters(recurse=False), *child.named_buffers(recurse=False)]:
+                setattr(new, key, value)
+            new.train(child.training)
+            setattr(module, name, new)
         else:
             convert_global_batchnorm(child)
     return module

@@ -271,8 +271,11 @@ def pretrain(config: PretrainConfig) -> Path:
             log.warning("resuming %s after epoch %d", run, start - 1)
     net = model
     if world > 1:
+        # GlobalBatchNorm's running statistics come from the global batch and are identical on every rank, so DDP's
+        # buffer broadcast is redundant; with gloo it also gave wrong gradients (see GlobalBatchNorm).
         net = torch.nn.parallel.DistributedDataParallel(
-            convert_global_batchnorm(model), device_ids=[device.index] if device.type == "cuda" else None)
+            convert_global_batchnorm(model), device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False)
     if rank == 0:
         write_text_atomic(run / "training_config.json", json.dumps(training, indent=2) + "\n")
     logger = _Logger(run, rank == 0)
