@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["MEDIA_EXTENSIONS", "find_media"]
+__all__ = ["MEDIA_EXTENSIONS", "find_media", "readable_media"]
 
 MEDIA_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts",
@@ -72,3 +72,22 @@ def find_media(
             seen.add(key)
             unique.append(Path(key))
     return unique
+
+
+def readable_media(paths: Sequence[Path], *, need_video: bool = True) -> tuple[list[Path], dict[str, str]]:
+    """Split ``paths`` into the files that open (with a video stream if ``need_video``) and ``{path: error}``."""
+    from ..errors import DecodeError
+    from .decode import MediaFile
+
+    good, bad = [], {}
+    for p in paths:
+        try:
+            with MediaFile(p) as f:
+                if need_video and not f.info.has_video:
+                    raise DecodeError(p, "has no video stream")
+                if f.info.duration <= 0:
+                    raise DecodeError(p, "has zero duration")
+            good.append(Path(p))
+        except DecodeError as e:
+            bad[str(p)] = f"{type(e).__name__}: {e.problem}"
+    return good, bad

@@ -1,7 +1,8 @@
 """Pretraining: AVID (Cross/Self/Joint), AVID-CMA and Robust-xID, in one process or under torchrun."""
 
-from .loop import PretrainConfig, load_config, pretrain, read_metrics
+from .loop import PretrainConfig, load_config, pretrain
 from .losses import AVIDCMALoss, AVIDLoss, MemoryBank, RobustXIDLoss, build_criterion, nce_loss
+from .runs import read_metrics
 
 __all__ = ["PretrainConfig", "pretrain", "load_config", "read_metrics", "AVIDLoss", "AVIDCMALoss", "RobustXIDLoss",
            "MemoryBank", "build_criterion", "nce_loss"]

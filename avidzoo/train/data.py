@@ -9,29 +9,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DecodeError
 from ..io import MediaFile
 from ..transforms import Transforms
 
 log = logging.getLogger("avidzoo")
 
-__all__ = ["AVPairDataset", "GlobalBatchSampler", "readable_media"]
-
-
-def readable_media(paths: Sequence[Path], *, need_video: bool = True) -> tuple[list[Path], dict[str, str]]:
-    """Split ``paths`` into the files that open (with a video stream if ``need_video``) and ``{path: error}``."""
-    good, bad = [], {}
-    for p in paths:
-        try:
-            with MediaFile(p) as f:
-                if need_video and not f.info.has_video:
-                    raise DecodeError(p, "has no video stream")
-                if f.info.duration <= 0:
-                    raise DecodeError(p, "has zero duration")
-            good.append(Path(p))
-        except DecodeError as e:
-            bad[str(p)] = f"{type(e).__name__}: {e.problem}"
-    return good, bad
+__all__ = ["AVPairDataset", "GlobalBatchSampler"]
 
 
 class AVPairDataset(torch.utils.data.Dataset):

@@ -9,7 +9,6 @@ loss state with the memory banks, epoch; loadable with ``weights_only=True``) an
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import logging
@@ -25,9 +24,11 @@ import torch.nn.functional as F
 
 from .._files import atomic_path, write_text_atomic
 from ..io import find_media
-from .data import AVPairDataset, GlobalBatchSampler, readable_media
-from .distributed import all_reduce_mean, convert_global_batchnorm, init_distributed
+from ..io.inputs import readable_media
+from .data import AVPairDataset, GlobalBatchSampler
+from .distributed import all_reduce_mean, convert_global_batchnorm
 from .losses import build_criterion
+from .runs import RunLogger, amp_settings, latest_checkpoint, read_config_file, setup_device
 
 log = logging.getLogger("avidzoo")
 
@@ -94,57 +95,10 @@ class PretrainConfig:
 
 def load_config(path: str | os.PathLike, **overrides: Any) -> PretrainConfig:
     """A :class:`PretrainConfig` from a YAML or JSON file, with keyword overrides (``None`` values ignored)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if str(path).endswith((".yaml", ".yml")):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    known = {f.name for f in dataclasses.fields(PretrainConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return PretrainConfig(**data)
+    return PretrainConfig(**read_config_file(path, PretrainConfig, overrides))
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------------
-class _Logger:
-    def __init__(self, run: Path, enabled: bool) -> None:
-        self.enabled, self.path = enabled, run / "metrics.csv"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self.tb = None
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["epoch", "step", "kind", "name", "value"])
-            if new:
-                w.writeheader()
-            for k, v in row["values"].items():
-                w.writerow({"epoch": row["epoch"], "step": row["step"], "kind": row["kind"], "name": k,
-                            "value": f"{v:.6g}"})
-        if self.tb is not None:
-            for k, v in row["values"].items():
-                self.tb.add_scalar(f"{row['kind']}/{k}", v, row["step"])
-
-
-def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a run's ``metrics.csv`` with numeric ``epoch``, ``step`` and ``value``."""
-    with open(Path(run) / "metrics.csv", newline="") as f:
-        return [{**r, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": float(r["value"])}
-                for r in csv.DictReader(f)]
-
-
 @torch.no_grad()
 def retrieval_top1(model, dataset: AVPairDataset, device: torch.device, batch_size: int = 32) -> float:
     """Video-to-audio retrieval top-1 among held-out clips (projected embeddings, cosine); chance is 1/N."""
@@ -174,11 +128,6 @@ def _save_checkpoint(run: Path, epoch: int, model, criterion, optimizer, config:
     return folder
 
 
-def _latest_checkpoint(run: Path) -> Path | None:
-    done = sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
-    return done[-1] if done else None
-
-
 def _init_from(model, criterion, source: str) -> None:
     """Initialise from released weights (model) and, for an original checkpoint, its memory banks and Z."""
     from ..convert import read_original_checkpoint, torch_load_safely
@@ -203,14 +152,7 @@ def pretrain(config: PretrainConfig) -> Path:
     from ..transforms import create_transforms
 
     cfg = config.resolved()
-    rank, world, local_rank = init_distributed()
-    if cfg.device:
-        device = torch.device(cfg.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    rank, world, device = setup_device(cfg.device)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -258,7 +200,7 @@ def pretrain(config: PretrainConfig) -> Path:
                                          persistent_workers=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
-    if cfg.resume and (ckpt := _latest_checkpoint(run)) is not None:
+    if cfg.resume and (ckpt := latest_checkpoint(run)) is not None:
         from ..serialization import read_pretrained_dir
 
         _, weights = read_pretrained_dir(ckpt)
@@ -278,10 +220,8 @@ def pretrain(config: PretrainConfig) -> Path:
             broadcast_buffers=False)
     if rank == 0:
         write_text_atomic(run / "training_config.json", json.dumps(training, indent=2) + "\n")
-    logger = _Logger(run, rank == 0)
-    amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    logger = RunLogger(run, rank == 0)
+    amp, amp_dtype, scaler = amp_settings(cfg.amp, device)
     step = start * len(sampler)
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)

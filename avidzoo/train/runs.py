@@ -1,0 +1,102 @@
+"""Run folders shared by pretraining and finetuning: device and process set-up, AMP, the metrics log, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .distributed import init_distributed
+
+__all__ = ["RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "amp_settings", "read_config_file"]
+
+
+def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments for dataclass ``cls`` in a YAML or JSON file, updated with the non-``None``
+    ``overrides``; unknown keys are an error naming the file."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return data
+
+
+def setup_device(name: str | None) -> tuple[int, int, torch.device]:
+    """Join torchrun's process group if there is one; ``(rank, world, device)`` with ``cuda:LOCAL_RANK`` by default
+    when CUDA is available, else the CPU."""
+    rank, world, local_rank = init_distributed()
+    if name:
+        device = torch.device(name)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def amp_settings(enabled: bool, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
+    """``(amp, dtype, scaler)``: autocast on CUDA only, bf16 where supported (no scaling needed), else fp16 with a
+    gradient scaler. On the CPU everything is a no-op, so the same loop body runs everywhere."""
+    amp = enabled and device.type == "cuda"
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    return amp, dtype, torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
+
+
+class RunLogger:
+    """Appends ``metrics.csv`` rows (``epoch, step, kind, name, value``) and, when installed, TensorBoard scalars."""
+
+    def __init__(self, run: Path, enabled: bool) -> None:
+        self.enabled, self.path = enabled, run / "metrics.csv"
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", "step", "kind", "name", "value"])
+            if new:
+                w.writeheader()
+            for k, v in row["values"].items():
+                w.writerow({"epoch": row["epoch"], "step": row["step"], "kind": row["kind"], "name": k,
+                            "value": f"{v:.6g}"})
+        if self.tb is not None:
+            for k, v in row["values"].items():
+                self.tb.add_scalar(f"{row['kind']}/{k}", v, row["step"])
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a run's ``metrics.csv`` with numeric ``epoch``, ``step`` and ``value``."""
+    with open(Path(run) / "metrics.csv", newline="") as f:
+        return [{**r, "epoch": int(r["epoch"]), "step": int(r["step"]), "value": float(r["value"])}
+                for r in csv.DictReader(f)]
+
+
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest complete ``checkpoints/epoch-NNN`` folder (one with its ``training_state.pt``)."""
+    done = sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
+    return done[-1] if done else None
