@@ -17,19 +17,25 @@ from .errors import (
     UnknownModelError,
     WeightsNotFoundError,
 )
+from .evaluate import EvalReport, evaluate
 from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, score_av, similarity
 from .factory import create_model, from_pretrained, list_models
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
+from .probe import ProbeReport, linear_probe
 from .transforms import Transforms, create_transforms
 from .verify import VerifyReport, verify
 
 __all__ = [
     "__version__",
     "AVIDModel",
+    "EvalReport",
     "ExtractionResult",
     "FeatureExtractor",
+    "evaluate",
     "extract_features",
+    "linear_probe",
+    "ProbeReport",
     "load_features",
     "score_av",
     "similarity",

@@ -1,4 +1,5 @@
-"""The ``avidzoo`` command line: list, info, download, convert, verify, env."""
+"""The ``avidzoo`` command line: list, info, download, convert, verify, env, extract, score-av, pretrain, finetune,
+evaluate, linear-probe."""
 
 from __future__ import annotations
 
@@ -159,26 +160,102 @@ PRETRAIN_EXAMPLE = """examples:
 """
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    import json
+def _run_config(args: argparse.Namespace, cls: type, flags: dict):
+    """The run config of ``--config FILE`` (if given) with the flags that were set on top, or ``None`` after
+    printing the resolved config for ``--print-config``."""
+    import dataclasses
 
-    from .train import PretrainConfig, load_config, pretrain
+    from .train.runs import read_config_file
 
-    overrides = {"data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
-                 "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
-                 "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth}
-    if args.config:
-        cfg = load_config(args.config, **overrides)
-    else:
-        cfg = PretrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    flags = {k: v for k, v in flags.items() if v is not None}
+    cfg = cls(**read_config_file(args.config, cls, flags)) if args.config else cls(**flags)
     cfg.resume = cfg.resume or args.resume
     if args.print_config:
-        import dataclasses
+        print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2, default=str))
+        return None
+    return cfg
 
-        print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train import PretrainConfig, pretrain
+
+    cfg = _run_config(args, PretrainConfig, {
+        "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
+        "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth})
+    if cfg is None:
         return 0
     run = pretrain(cfg)
     print(f"run: {run}; load the model with avidzoo.from_pretrained({str(run)!r})")
+    return 0
+
+
+FINETUNE_EXAMPLE = """examples:
+  avidzoo finetune --model avid_cma_r2plus1d.audioset --train my_videos/train --val my_videos/val --out runs/mine
+  avidzoo finetune --model avid_cma_r2plus1d.audioset --train ucf101:ucfTrainTestlist --root UCF-101 --fold 1 \\
+      --frames 32 --out runs/ucf_f1_32
+  torchrun --nproc_per_node 8 -m avidzoo finetune --config ucf.yaml --resume
+"""
+
+
+def _dataset_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--root", help="videos' root folder for ucf101:/hmdb51: split files (and relative CSV paths)")
+    s.add_argument("--fold", type=int, help="split/fold number (UCF-101 and HMDB-51: 1-3)")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .train import FinetuneConfig, finetune
+
+    cfg = _run_config(args, FinetuneConfig, {
+        "model": args.model, "train": args.train, "val": args.val, "root": args.root, "fold": args.fold,
+        "out": args.out, "protocol": args.protocol, "frames": args.frames, "epochs": args.epochs,
+        "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "clips_per_video": args.clips_per_video, "num_workers": args.workers, "device": args.device})
+    if cfg is None:
+        return 0
+    run = finetune(cfg)
+    report = run / "eval" / "report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        print(f"Clip@1 {r['clip_top1']:.4f}  Video@1 {r['video_top1']:.4f} on {r['videos']} videos ({report.parent})")
+    print(f"best model: {run / 'best'}; load it with avidzoo.from_pretrained({str(run / 'best')!r})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import open_dataset
+    from .evaluate import evaluate
+
+    data = open_dataset(args.data, root=args.root, fold=args.fold or 1, subset=args.subset)
+    report = evaluate(args.model, data, clips=args.clips, batch_size=args.batch_size, num_workers=args.workers,
+                      device=args.device, out=args.out)
+    for path, err in report.skipped.items():
+        print(f"skipped {path}: {err}", file=sys.stderr)
+    print(f"Clip@1 {report.clip_top1:.4f}  Video@1 {report.video_top1:.4f} ({report.clips} clips) on "
+          f"{len(report.predictions)} videos")
+    if args.out:
+        print(f"report, predictions and confusion matrix: {args.out}")
+    return 0
+
+
+def _cmd_linear_probe(args: argparse.Namespace) -> int:
+    from .datasets import open_dataset
+    from .probe import linear_probe
+
+    train = open_dataset(args.train, root=args.root, fold=args.fold or 1, subset="train")
+    test = open_dataset(args.test, root=args.root, fold=args.fold or 1, subset="test") if args.test else None
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    report = linear_probe(args.model, train, test, modality=args.modality, layer=args.layer, clips=args.clips,
+                          folds=folds, cache=args.cache, epochs=args.epochs, device=args.device,
+                          num_workers=args.workers)
+    for f in report.folds:
+        print(f"fold {f['fold']}: top-1 {f['top1']:.4f} ({f['train_files']} train / {f['test_files']} test files)")
+    print(f"{report.modality} {report.layer}: top-1 {report.top1:.4f} +- {report.std:.4f} over {len(report.folds)} "
+          f"split(s)")
+    if args.out:
+        from ._files import write_text_atomic
+
+        write_text_atomic(args.out, json.dumps(report.summary(), indent=2) + "\n")
     return 0
 
 
@@ -284,6 +361,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.set_defaults(func=_cmd_pretrain)
+
+    s = sub.add_parser("finetune", help="finetune the video encoder on labelled videos (UCF-101/HMDB-51 protocol)",
+                       epilog=FINETUNE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", metavar="FILE.yaml", help="a FinetuneConfig as YAML or JSON; flags override it")
+    s.add_argument("--model", metavar="NAME_OR_PATH",
+                   help="pretrained weights (default cross_avid_r2plus1d.kinetics400)")
+    s.add_argument("--train", metavar="DATA", help="class folder, CSV (path,label[,start,end]), ucf101:SPLITS_DIR or "
+                   "hmdb51:SPLITS_DIR")
+    s.add_argument("--val", metavar="DATA", help="validation data (default: the split's test list)")
+    _dataset_options(s)
+    s.add_argument("--out", help="run folder (default runs/finetune)")
+    s.add_argument("--protocol", choices=["ucf101", "hmdb51", "custom"], help="training preset (default from --train)")
+    s.add_argument("--frames", type=int, help="frames per clip at 16 fps: 8 (0.5 s) or 32 (2 s)")
+    s.add_argument("--epochs", type=int, help="epochs after the warm-up")
+    s.add_argument("--warmup-epochs", type=int, help="classifier-only epochs first")
+    s.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--clips-per-video", type=int, help="training clips per video and epoch")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("evaluate", help="Clip@1, Video@1, per-class accuracy and confusion matrix of a classifier")
+    s.add_argument("model", metavar="MODEL", help="a finetuned model: run folder's best/, a saved folder, hf-hub:...")
+    s.add_argument("data", metavar="DATA", help="class folder, CSV, ucf101:SPLITS_DIR or hmdb51:SPLITS_DIR")
+    _dataset_options(s)
+    s.add_argument("--subset", default="test", choices=["train", "test"], help="list of an official split")
+    s.add_argument("--clips", type=int, default=10, help="evenly spaced clips per video for Video@1")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--out", help="folder for report.json, predictions.csv and confusion.png")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("linear-probe", help="a linear classifier on frozen features (video or audio, k-fold)")
+    s.add_argument("--model", required=True, metavar="NAME_OR_PATH")
+    s.add_argument("--train", required=True, metavar="DATA", help="class folder, CSV (with a fold column for "
+                   "cross-validation), esc50:ROOT, ucf101:/hmdb51: splits")
+    s.add_argument("--test", metavar="DATA", help="test data (default: cross-validation over the folds of --train)")
+    _dataset_options(s)
+    s.add_argument("--modality", choices=["video", "audio"], default="video")
+    s.add_argument("--layer", help="pool, proj, conv2x .. conv5x (default: video pool, audio conv5x)")
+    s.add_argument("--clips", type=int, help="clips (crops) per file at train and test time (default 10)")
+    s.add_argument("--folds", help="comma-separated folds to test (default: all)")
+    s.add_argument("--cache", metavar="DIR", help="keep the extracted features here and reuse them")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--out", metavar="FILE.json", help="write the report here")
+    s.set_defaults(func=_cmd_linear_probe)
 
     s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
     s.set_defaults(func=_cmd_env)

@@ -140,3 +140,82 @@ def make_linked_videos(folder: str | Path, *, classes: int = 4, per_class: int =
             container.close()
             paths.append(path)
     return paths
+
+
+def make_action_videos(folder: str | Path, *, classes: int = 4, per_class: int = 20, seconds: float = 1.0,
+                       size: int = 48, seed: int = 0) -> list[Path]:
+    """A small action-recognition dataset, ``folder/<class>/<video>.mp4``: class 0 horizontal bars moving down,
+    1 vertical bars moving right, 2 a square moving diagonally, 3 a flickering checkerboard (more classes repeat
+    the patterns at double speed). Colours, phases and noise are random per video, so only the pattern and its
+    motion tell the classes apart."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    names = ["bars_down", "bars_right", "square_diagonal", "checker_flicker"]
+    paths = []
+    for c in range(classes):
+        kind, speed = c % 4, 1 + c // 4
+        d = folder / (names[kind] + ("" if speed == 1 else f"_x{speed}"))
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            path = d / f"{k:03d}.mp4"
+            fg = rng.uniform(150, 255, 3)
+            bg = rng.uniform(0, 90, 3)
+            phase = rng.uniform(0, 12)
+            container = av.open(str(path), "w")
+            vs = container.add_stream("libx264", rate=16)
+            vs.width = vs.height = size
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"preset": "ultrafast", "crf": "18"}
+            for t in range(int(16 * seconds)):
+                s = phase + 2 * speed * t
+                if kind == 0:
+                    mask = ((yy - s) // 6) % 2 == 0
+                elif kind == 1:
+                    mask = ((xx - s) // 6) % 2 == 0
+                elif kind == 2:
+                    p = s % (size - 16)
+                    mask = (abs(yy - p - 8) < 8) & (abs(xx - p - 8) < 8)
+                else:
+                    mask = (((yy // 8) + (xx // 8) + (t * speed) // 2) % 2) == 0
+                img = np.where(mask[..., None], fg, bg) + rng.normal(0, 12, (size, size, 3))
+                frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+                for packet in vs.encode(frame):
+                    container.mux(packet)
+            for packet in vs.encode():
+                container.mux(packet)
+            container.close()
+            paths.append(path)
+    return paths
+
+
+def make_esc50_like(root: str | Path, *, classes: int = 3, per_class: int = 6, folds: int = 3,
+                    seconds: float = 2.5, seed: int = 0) -> Path:
+    """An ESC-50-shaped sound dataset: ``root/audio/*.wav`` (class c: a tone at 300 * 2**c Hz with noise, random
+    loudness and phase) and ``root/meta/esc50.csv`` with ``filename, fold, target, category`` columns; each class has
+    files in every fold."""
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for c in range(classes):
+        for k in range(per_class):
+            name = f"{k % folds + 1}-{c:02d}{k:03d}-A-{c}.wav"
+            n = int(24000 * seconds)
+            t = np.arange(n) / 24000
+            wave = (rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * 300 * 2 ** c * rng.uniform(0.97, 1.03) * t
+                                                   + rng.uniform(0, 6.28)) + rng.normal(0, 0.03, n))
+            container = av.open(str(root / "audio" / name), "w")
+            stream = container.add_stream("pcm_s16le", rate=24000, layout="mono")
+            frame = av.AudioFrame.from_ndarray((np.clip(wave, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                               layout="mono")
+            frame.rate = 24000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+            container.close()
+            rows.append(f"{name},{k % folds + 1},{c},sound_{c},False,x,A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root

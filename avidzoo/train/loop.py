@@ -28,7 +28,7 @@ from ..io.inputs import readable_media
 from .data import AVPairDataset, GlobalBatchSampler
 from .distributed import all_reduce_mean, convert_global_batchnorm
 from .losses import build_criterion
-from .runs import RunLogger, amp_settings, latest_checkpoint, read_config_file, setup_device
+from .runs import RunLogger, RunOptions, amp_settings, latest_checkpoint, read_config_file, start_run
 
 log = logging.getLogger("avidzoo")
 
@@ -36,7 +36,7 @@ __all__ = ["PretrainConfig", "pretrain", "load_config"]
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunOptions):
     """Everything a pretraining run needs. ``recipe`` fills the method's settings from the manifest; any field
     given explicitly overrides it. ``video``/``audio`` override preprocessing (e.g. ``{"crop_size": 112}``)."""
 
@@ -57,12 +57,6 @@ class PretrainConfig:
     init: str | None = None
     video: dict[str, Any] = field(default_factory=dict)
     audio: dict[str, Any] = field(default_factory=dict)
-    num_workers: int = 4
-    device: str | None = None
-    amp: bool = True
-    seed: int = 0
-    log_every: int = 10
-    resume: bool = False
 
     def resolved(self) -> PretrainConfig:
         """A copy with the recipe's values filled in where this config leaves them unset."""
@@ -152,10 +146,7 @@ def pretrain(config: PretrainConfig) -> Path:
     from ..transforms import create_transforms
 
     cfg = config.resolved()
-    rank, world, device = setup_device(cfg.device)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    rank, world, device, run = start_run(cfg)
 
     paths, failed = readable_media(find_media(cfg.data))
     for p, err in failed.items():

@@ -14,7 +14,21 @@ import torch
 
 from .distributed import init_distributed
 
-__all__ = ["RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "amp_settings", "read_config_file"]
+__all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "start_run", "amp_settings",
+           "read_config_file"]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Settings every training run has: DataLoader processes, device (default ``cuda:LOCAL_RANK`` or CPU), autocast
+    on CUDA, seed, steps between logged rows, and whether to continue the run folder's last checkpoint."""
+
+    num_workers: int = 4
+    device: str | None = None
+    amp: bool = True
+    seed: int = 0
+    log_every: int = 10
+    resume: bool = False
 
 
 def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,6 +61,16 @@ def setup_device(name: str | None) -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     return rank, world, device
+
+
+def start_run(cfg: RunOptions) -> tuple[int, int, torch.device, Path]:
+    """``(rank, world, device, run folder)`` for a config with ``device``, ``out`` and ``seed``; creates the folder
+    and seeds torch."""
+    rank, world, device = setup_device(cfg.device)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    return rank, world, device, run
 
 
 def amp_settings(enabled: bool, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:

@@ -1,0 +1,259 @@
+"""Finetuning the video encoder for action recognition: ``avidzoo finetune`` and :func:`finetune`.
+
+The original protocol (manifest ``protocols.finetune``): Dropout(0.5) + Linear on the pooled 512-d features;
+``warmup_epochs`` that train only the classifier (BatchNorm statistics still update), then ``epochs`` over the whole
+network with Adam and a MultiStepLR whose milestones count from the end of the warm-up. Training clips get
+RandomResizedCrop + flip + colour jitter.
+
+A run folder holds ``training_config.json``, ``metrics.csv`` (loss, accuracy, validation Clip@1 per epoch),
+``checkpoints/epoch-NNN/`` (model + ``training_state.pt``, loadable with ``weights_only=True``), ``model/`` (latest),
+``best/`` (highest validation Clip@1, with its label names) and ``eval/`` (Video@1 report of ``best`` on the validation
+data: ``report.json``, ``predictions.csv``, ``confusion.png``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .._files import atomic_path, write_text_atomic
+from ..datasets import LabelledClips, LabelledMedia, open_dataset
+from .data import GlobalBatchSampler
+from .runs import RunLogger, RunOptions, amp_settings, latest_checkpoint, read_config_file, start_run
+
+log = logging.getLogger("avidzoo")
+
+__all__ = ["FinetuneConfig", "finetune", "load_finetune_config"]
+
+
+@dataclass
+class FinetuneConfig(RunOptions):
+    """A finetuning run. ``protocol`` (``ucf101``, ``hmdb51`` or ``custom``) fills every unset training value from
+    the manifest for the chosen clip length ``frames``.
+
+    ``train``/``val`` are :class:`~avidzoo.datasets.LabelledMedia` or strings for
+    :func:`~avidzoo.datasets.open_dataset` (a class folder, a CSV, ``ucf101:SPLITS``/``hmdb51:SPLITS`` with ``root``
+    and ``fold``); with an official split and no ``val``, the split's test list is the validation set.
+    ``pretrained=False`` starts from random weights (``video_depth`` picks a smaller encoder, e.g. for tests);
+    ``video`` overrides preprocessing keys (``crop_size``, ``resize``, ...).
+    """
+
+    model: str = "cross_avid_r2plus1d.kinetics400"
+    train: Any = ""
+    val: Any = None
+    root: str | None = None
+    fold: int = 1
+    out: str = "runs/finetune"
+    protocol: str | None = None
+    frames: int = 8
+    pretrained: bool = True
+    video_depth: int | None = None
+    epochs: int | None = None
+    warmup_epochs: int | None = None
+    batch_size: int | None = None
+    clips_per_video: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    milestones: list[int] | None = None
+    gamma: float | None = None
+    test_clips: int | None = None
+    video: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> FinetuneConfig:
+        from ..manifest import get_manifest
+
+        cfg = copy.copy(self)
+        presets = get_manifest().data["protocols"]["finetune"]
+        if cfg.protocol is None:
+            kind = str(cfg.train).partition(":")[0]
+            cfg.protocol = kind if kind in ("ucf101", "hmdb51") else "custom"
+        if cfg.protocol not in presets or cfg.protocol == "about":
+            names = ", ".join(k for k in presets if k != "about")
+            raise ValueError(f"unknown protocol {cfg.protocol!r}; one of {names}")
+        p = presets[cfg.protocol]
+        per_length = p["frames"].get(str(cfg.frames), p["frames"]["8"])
+        for name in ("epochs", "warmup_epochs", "lr", "weight_decay", "milestones", "gamma", "test_clips"):
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, p[name])
+        for name in ("batch_size", "clips_per_video"):
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, per_length[name])
+        augment = {"crop_scale": p["crop_scale"], "color_jitter": p["color_jitter"], **cfg.video.get("train", {})}
+        cfg.video = {**cfg.video, "train": augment}
+        if not cfg.train:
+            raise ValueError("no training data: set `train` (a class folder, a CSV or ucf101:/hmdb51: splits)")
+        return cfg
+
+
+def _open(spec: Any, cfg: FinetuneConfig, subset: str) -> LabelledMedia:
+    return spec if isinstance(spec, LabelledMedia) else open_dataset(spec, root=cfg.root, fold=cfg.fold, subset=subset)
+
+
+def _build_model(cfg: FinetuneConfig, classes: list[str]):
+    from ..factory import create_model, from_pretrained
+
+    if cfg.pretrained:
+        model = from_pretrained(cfg.model, modalities=("video",))
+    else:
+        model = create_model(cfg.model, modalities=("video",), video_depth=cfg.video_depth)
+    if model.classifier is None or model.label_names != classes:  # a new head unless continuing on the same labels
+        model.reset_classifier(len(classes), classes)
+    pre = model.config["preprocessing"]["video"]
+    train_aug = {**pre.get("train", {}), **cfg.video.get("train", {})}
+    pre.update({k: v for k, v in cfg.video.items() if k != "train"}, train=train_aug, num_frames=cfg.frames)
+    pre["clip_duration"] = cfg.frames / float(pre["fps"])
+    model._config["preprocessing"]["video"] = pre
+    return model
+
+
+def _phase_params(model, epoch: int, cfg: FinetuneConfig) -> tuple[str, list[torch.nn.Parameter]]:
+    """Warm-up trains the classifier alone; afterwards the encoder too. The pretraining projection head, which a
+    classifier does not use, stays frozen (DDP would otherwise wait for its gradients)."""
+    warm = epoch < cfg.warmup_epochs
+    model.requires_grad_(False)
+    model.classifier.requires_grad_(True)
+    model.video_encoder.requires_grad_(not warm)
+    return ("warmup" if warm else "full"), [p for p in model.parameters() if p.requires_grad]
+
+
+def finetune(config: FinetuneConfig) -> Path:
+    """Run (or with ``config.resume``, continue) finetuning; returns the run folder. Works under torchrun."""
+    from ..evaluate import predict_clips, report_from_logits
+    from ..transforms import create_transforms
+
+    cfg = config.resolved()
+    rank, world, device, run = start_run(cfg)
+
+    # Every file is checked before the first step, so that a broken video is reported now, not mid-epoch.
+    train_data = _open(cfg.train, cfg, "train").readable()
+    split = isinstance(cfg.train, str) and cfg.train.partition(":")[0] in ("ucf101", "hmdb51")
+    val_spec = cfg.val if cfg.val is not None else (cfg.train if split else None)
+    val_data = _open(val_spec, cfg, "test").with_classes(train_data.classes).readable() if val_spec else None
+    for path, err in {**train_data.skipped, **(val_data.skipped if val_data else {})}.items():
+        log.warning("skipping %s: %s", path, err)
+    empty = [c for c, n in zip(train_data.classes, train_data.counts()) if n == 0]
+    if empty:
+        raise ValueError(f"{train_data.source}: no readable training videos for classes {empty}")
+
+    model = _build_model(cfg, train_data.classes)
+    training = {**dataclasses.asdict(cfg), "train": str(cfg.train), "val": str(val_spec) if val_spec else None,
+                "classes": train_data.classes, "train_videos": len(train_data),
+                "val_videos": len(val_data) if val_data else 0, "world_size": world,
+                "skipped": {**train_data.skipped, **(val_data.skipped if val_data else {})}}
+    model._config["training"] = training
+    model.to(device)
+    train_set = LabelledClips(train_data, create_transforms(model, train=True).video,
+                              clips_per_video=cfg.clips_per_video, seed=cfg.seed)
+    sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rank=rank, world=world, seed=cfg.seed)
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         pin_memory=device.type == "cuda")
+    amp, amp_dtype, scaler = amp_settings(cfg.amp, device)
+
+    def make_phase(epoch: int):
+        phase, params = _phase_params(model, epoch, cfg)
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        milestones = cfg.milestones if phase == "full" else []
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
+        net = model
+        if world > 1:  # rebuilt per phase: DDP registers the parameters that require gradients when wrapped
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        return phase, optimizer, scheduler, net
+
+    start, best = 0, -1.0
+    phase, optimizer, scheduler, net = make_phase(0)
+    if cfg.resume and (ckpt := latest_checkpoint(run)) is not None:
+        from ..serialization import read_pretrained_dir
+
+        _, weights = read_pretrained_dir(ckpt)
+        model.load_state_dict(weights)
+        state = torch.load(ckpt / "training_state.pt", map_location=device, weights_only=True)
+        start, best = int(state["epoch"]) + 1, float(state["best"])
+        phase, optimizer, scheduler, net = make_phase(int(state["epoch"]))
+        if state["phase"] == phase:  # else the next epoch starts a new phase with a fresh optimizer
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"].cpu())
+        if rank == 0:
+            log.warning("resuming %s after epoch %d", run, start - 1)
+    if rank == 0:
+        write_text_atomic(run / "training_config.json", json.dumps(training, indent=2) + "\n")
+    logger = RunLogger(run, rank == 0)
+    total = cfg.warmup_epochs + cfg.epochs
+    step = start * len(sampler)
+    for epoch in range(start, total):
+        if (epoch < cfg.warmup_epochs) != (phase == "warmup"):
+            phase, optimizer, scheduler, net = make_phase(epoch)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        net.train()
+        t0, sums, count = time.perf_counter(), {"loss": 0.0, "top1": 0.0}, 0
+        for video, label in loader:
+            video, label = video.to(device, non_blocking=True), label.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                logits = net(video=video)
+            loss = F.cross_entropy(logits.float(), label)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            values = {"loss": float(loss.detach()), "top1": float((logits.argmax(1) == label).float().mean()),
+                      "lr": optimizer.param_groups[0]["lr"]}
+            sums["loss"] += values["loss"]
+            sums["top1"] += values["top1"]
+            count += 1
+            step += 1
+            if step % cfg.log_every == 0:
+                logger.write({"epoch": epoch, "step": step, "kind": "train", "values": values})
+        scheduler.step()
+        summary = {k: v / max(count, 1) for k, v in sums.items()}
+        summary["phase_full"] = float(phase == "full")
+        if val_data is not None and rank == 0:
+            logits, labels = predict_clips(model, val_data, clips=0, batch_size=cfg.batch_size, device=device,
+                                           amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
+            summary["val_clip_top1"] = float((logits[:, 0].argmax(-1) == labels).float().mean())
+        summary["seconds"] = time.perf_counter() - t0
+        logger.write({"epoch": epoch, "step": step, "kind": "epoch", "values": summary})
+        if rank == 0:
+            log.warning("epoch %d (%s): %s", epoch, phase, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+            score = summary.get("val_clip_top1", float(epoch))  # without validation data, the latest is best
+            if score > best:
+                best = score
+                model.save_pretrained(run / "best")
+            folder = run / "checkpoints" / f"epoch-{epoch:03d}"
+            model.save_pretrained(folder)
+            state = {"epoch": epoch, "phase": phase, "best": best, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+            with atomic_path(folder / "training_state.pt") as tmp:
+                torch.save(state, tmp)
+            model.save_pretrained(run / "model")
+        if world > 1:
+            torch.distributed.barrier()
+    if rank == 0 and val_data is not None:
+        from ..factory import from_pretrained
+
+        best_model = from_pretrained(run / "best").to(device)
+        logits, labels = predict_clips(best_model, val_data, clips=cfg.test_clips, batch_size=cfg.batch_size,
+                                       device=device, amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
+        report = report_from_logits(logits, labels, val_data)
+        report.save(run / "eval")
+        logger.write({"epoch": total - 1, "step": step, "kind": "eval",
+                      "values": {"clip_top1": report.clip_top1, "video_top1": report.video_top1}})
+        log.warning("best model: Clip@1 %.4f, Video@1 %.4f (%d clips) on %d videos", report.clip_top1,
+                    report.video_top1, report.clips, len(val_data))
+    return run
+
+
+def load_finetune_config(path: str | os.PathLike, **overrides: Any) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from a YAML or JSON file, with keyword overrides (``None`` values ignored)."""
+    return FinetuneConfig(**read_config_file(path, FinetuneConfig, overrides))
