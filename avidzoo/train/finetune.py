@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._files import atomic_path, write_text_atomic
-from ..datasets import LabelledClips, LabelledMedia, open_dataset
+from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from .data import GlobalBatchSampler
 from .runs import RunLogger, RunOptions, amp_settings, latest_checkpoint, read_config_file, start_run
 
@@ -143,7 +143,7 @@ def finetune(config: FinetuneConfig) -> Path:
         log.warning("skipping %s: %s", path, err)
     empty = [c for c, n in zip(train_data.classes, train_data.counts()) if n == 0]
     if empty:
-        raise ValueError(f"{train_data.source}: no readable training videos for classes {empty}")
+        raise DatasetError(f"{train_data.source}: no readable training videos for classes {empty}")
 
     model = _build_model(cfg, train_data.classes)
     training = {**dataclasses.asdict(cfg), "train": str(cfg.train), "val": str(val_spec) if val_spec else None,
@@ -220,7 +220,8 @@ def finetune(config: FinetuneConfig) -> Path:
         summary["phase_full"] = float(phase == "full")
         if val_data is not None and rank == 0:
             logits, labels = predict_clips(model, val_data, clips=0, batch_size=cfg.batch_size, device=device,
-                                           amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
+                                           num_workers=cfg.num_workers, amp_dtype=amp_dtype if amp else None,
+                                           seed=cfg.seed)
             summary["val_clip_top1"] = float((logits[:, 0].argmax(-1) == labels).float().mean())
         summary["seconds"] = time.perf_counter() - t0
         logger.write({"epoch": epoch, "step": step, "kind": "epoch", "values": summary})
@@ -244,7 +245,8 @@ def finetune(config: FinetuneConfig) -> Path:
 
         best_model = from_pretrained(run / "best").to(device)
         logits, labels = predict_clips(best_model, val_data, clips=cfg.test_clips, batch_size=cfg.batch_size,
-                                       device=device, amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
+                                       device=device, num_workers=cfg.num_workers,
+                                       amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
         report = report_from_logits(logits, labels, val_data)
         report.save(run / "eval")
         logger.write({"epoch": total - 1, "step": step, "kind": "eval",
