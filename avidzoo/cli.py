@@ -182,7 +182,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = _run_config(args, PretrainConfig, {
         "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
-        "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth})
+        "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth,
+        "amp": args.amp})
     if cfg is None:
         return 0
     run = pretrain(cfg)
@@ -210,7 +211,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "model": args.model, "train": args.train, "val": args.val, "root": args.root, "fold": args.fold,
         "out": args.out, "protocol": args.protocol, "frames": args.frames, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "clips_per_video": args.clips_per_video, "num_workers": args.workers, "device": args.device})
+        "clips_per_video": args.clips_per_video, "num_workers": args.workers, "device": args.device,
+        "amp": args.amp})
     if cfg is None:
         return 0
     run = finetune(cfg)
@@ -358,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int)
     s.add_argument("--device")
     s.add_argument("--init", help="start from these weights (a registry name or path; CMA starts from AVID)")
+    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.set_defaults(func=_cmd_pretrain)
@@ -381,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clips-per-video", type=int, help="training clips per video and epoch")
     s.add_argument("--workers", type=int)
     s.add_argument("--device")
+    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.set_defaults(func=_cmd_finetune)

@@ -14,7 +14,7 @@ import torch
 
 import avidzoo
 from avidzoo.cli import main as cli
-from avidzoo.datasets import DatasetError, LabelledMedia
+from avidzoo.datasets import DatasetError, LabelledMedia, VideoFolder
 from avidzoo.evaluate import confusion_matrix, report_from_logits, video_probabilities
 from avidzoo.probe import fit_linear, predict_linear
 from avidzoo.train import FinetuneConfig, finetune, read_metrics
@@ -219,3 +219,22 @@ def test_two_process_gloo_finetuning(actions, tmp_path):
     steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train" and r["name"] == "loss"]
     assert steps == list(range(1, 9))  # 2 epochs of 16 videos x 2 clips in global batches of 8
     assert json.loads((run / "eval" / "report.json").read_text())["videos"] == 16
+
+
+def test_fp16_autocast_with_gradient_scaler_on_cpu(actions, tmp_path):
+    """The CUDA fp16 path (autocast + GradScaler) forced on the CPU, one step: the loss matches fp32 closely but not
+    exactly, and the step updates the classifier."""
+    four = VideoFolder(actions / "val").subset([0, 4, 8, 12])
+    kw = {**SMALL, "train": four, "epochs": 0, "batch_size": 4, "clips_per_video": 1, "num_workers": 0}
+    runs = {amp: finetune(FinetuneConfig(out=str(tmp_path / amp), amp=amp, **kw)) for amp in ("off", "fp16")}
+    loss = {amp: [r["value"] for r in read_metrics(run) if r["name"] == "loss" and r["kind"] == "train"]
+            for amp, run in runs.items()}
+    assert len(loss["fp16"]) == 1 and loss["fp16"][0] == pytest.approx(loss["off"][0], rel=0.02)
+    assert loss["fp16"] != loss["off"]
+    torch.manual_seed(0)  # the run's initialisation: the seed, the encoder, then the new head
+    start = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10, modalities=("video",))
+    start.reset_classifier(4, four.classes)
+    w0 = start.classifier[1].weight
+    step = {amp: avidzoo.from_pretrained(run / "model").classifier[1].weight - w0 for amp, run in runs.items()}
+    assert step["fp16"].abs().max() > 0  # the scaled, unscaled gradient reached Adam (no inf/NaN skip)
+    assert float((step["fp16"].sign() == step["off"].sign()).float().mean()) > 0.9

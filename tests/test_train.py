@@ -162,3 +162,17 @@ def test_global_batchnorm_conversion_keeps_the_parameters_an_optimizer_holds():
     assert {n: id(b) for n, b in model.named_buffers()} == {n: id(b) for n, b in buffers.items()}
     assert not model.training
     torch.testing.assert_close(model.encode_video(x), expected, rtol=0, atol=0)
+
+
+def test_mixed_precision_code_path_on_cpu(data, tmp_path):
+    """The CUDA autocast path forced on the CPU with bf16 (fp16 with its gradient scaler is tested in finetuning:
+    fp16 convolutions are very slow on CPUs). With lr=0 every step sees the same weights, so the losses must match
+    fp32 to within low-precision noise, and not bit for bit (so autocast really ran)."""
+    runs = {amp: pretrain(small_config(data, tmp_path / amp, epochs=1, clips_per_video=1, lr=0.0, amp=amp))
+            for amp in ("off", "bf16")}
+    ref, low = step_values(runs["off"], "loss"), step_values(runs["bf16"], "loss")
+    assert low.keys() == ref.keys() and len(ref) == 4
+    assert all(low[s] == pytest.approx(ref[s], rel=0.02) for s in ref), (low, ref)
+    assert any(low[s] != ref[s] for s in ref)
+    with pytest.raises(ValueError, match="amp must be"):
+        pretrain(small_config(data, tmp_path / "bad", amp="int8"))

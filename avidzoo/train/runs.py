@@ -20,12 +20,13 @@ __all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setu
 
 @dataclasses.dataclass
 class RunOptions:
-    """Settings every training run has: DataLoader processes, device (default ``cuda:LOCAL_RANK`` or CPU), autocast
-    on CUDA, seed, steps between logged rows, and whether to continue the run folder's last checkpoint."""
+    """Settings every training run has: DataLoader processes, device (default ``cuda:LOCAL_RANK`` or CPU), mixed
+    precision (see :func:`amp_settings`), seed, steps between logged rows, and whether to continue the run folder's
+    last checkpoint."""
 
     num_workers: int = 4
     device: str | None = None
-    amp: bool = True
+    amp: bool | str = True
     seed: int = 0
     log_every: int = 10
     resume: bool = False
@@ -73,12 +74,23 @@ def start_run(cfg: RunOptions) -> tuple[int, int, torch.device, Path]:
     return rank, world, device, run
 
 
-def amp_settings(enabled: bool, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
-    """``(amp, dtype, scaler)``: autocast on CUDA only, bf16 where supported (no scaling needed), else fp16 with a
-    gradient scaler. On the CPU everything is a no-op, so the same loop body runs everywhere."""
-    amp = enabled and device.type == "cuda"
-    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    return amp, dtype, torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
+def amp_settings(amp: bool | str, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
+    """``(enabled, dtype, scaler)`` for a run's ``amp`` setting.
+
+    ``True``/``"auto"``: autocast on CUDA only, bf16 where supported, else fp16 with a gradient scaler; the CPU runs
+    fp32. ``"bf16"``/``"fp16"``: that autocast on any device (fp16 with a scaler), which is how the CUDA code path is
+    exercised on CPUs. ``False``/``"off"``: fp32. Disabled autocast and scaler are no-ops, so one loop body serves all.
+    """
+    if amp is True or amp == "auto":
+        enabled = device.type == "cuda"
+        dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    elif amp in ("bf16", "fp16"):
+        enabled, dtype = True, torch.bfloat16 if amp == "bf16" else torch.float16
+    elif amp is False or amp == "off":
+        enabled, dtype = False, torch.float32
+    else:
+        raise ValueError(f"amp must be true/'auto', 'bf16', 'fp16' or false/'off', got {amp!r}")
+    return enabled, dtype, torch.amp.GradScaler(device.type, enabled=enabled and dtype == torch.float16)
 
 
 class RunLogger:
