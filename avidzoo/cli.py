@@ -21,6 +21,8 @@ EXAMPLES = """examples:
   avidzoo download avid_cma_r2plus1d.audioset --to ./weights   (then AVIDZOO_WEIGHTS_DIR=./weights offline)
   avidzoo convert AVID_Kinetics_Cross-N1024_checkpoint.pth.tar ./avid_kinetics
   avidzoo verify cross_avid_r2plus1d.kinetics400
+  avidzoo finetune --model avid_cma_r2plus1d.audioset --train my_videos/train --val my_videos/val --out runs/mine
+  avidzoo evaluate runs/mine/best my_videos/test --out runs/mine/test_eval
 """
 
 
