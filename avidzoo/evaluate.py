@@ -150,6 +150,7 @@ def evaluate(
     """Evaluate a classifier (a finetuned model or anything :func:`avidzoo.from_pretrained` loads with a head) on
     labelled videos (a :class:`LabelledMedia` or a folder/CSV path). The data's classes must be among the model's
     label names; unreadable files are skipped and listed in ``report.skipped``. ``out`` saves the report there."""
+    from .extract import _default_device
     from .factory import from_pretrained
 
     if not isinstance(model, AVIDModel):
@@ -161,7 +162,7 @@ def evaluate(
         data = open_dataset(data)
     names = model.label_names or [str(i) for i in range(model.classifier.num_classes)]
     data = data.with_classes(names).readable()
-    device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device) if device else _default_device()
     cuda = device.type == "cuda"
     model.to(device)
     logits, labels = predict_clips(

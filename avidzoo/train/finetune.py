@@ -26,10 +26,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._files import atomic_path, write_text_atomic
+from .._files import write_text_atomic
 from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from .data import GlobalBatchSampler
-from .runs import RunLogger, RunOptions, amp_settings, latest_checkpoint, read_config_file, start_run
+from .runs import (
+    RunLogger,
+    RunOptions,
+    amp_settings,
+    read_config_file,
+    resume_checkpoint,
+    save_checkpoint,
+    start_run,
+)
 
 log = logging.getLogger("avidzoo")
 
@@ -172,12 +180,7 @@ def finetune(config: FinetuneConfig) -> Path:
 
     start, best = 0, -1.0
     phase, optimizer, scheduler, net = make_phase(0)
-    if cfg.resume and (ckpt := latest_checkpoint(run)) is not None:
-        from ..serialization import read_pretrained_dir
-
-        _, weights = read_pretrained_dir(ckpt)
-        model.load_state_dict(weights)
-        state = torch.load(ckpt / "training_state.pt", map_location=device, weights_only=True)
+    if cfg.resume and (state := resume_checkpoint(run, model, device)) is not None:
         start, best = int(state["epoch"]) + 1, float(state["best"])
         phase, optimizer, scheduler, net = make_phase(int(state["epoch"]))
         if state["phase"] == phase:  # else the next epoch starts a new phase with a fresh optimizer
@@ -231,13 +234,8 @@ def finetune(config: FinetuneConfig) -> Path:
             if score > best:
                 best = score
                 model.save_pretrained(run / "best")
-            folder = run / "checkpoints" / f"epoch-{epoch:03d}"
-            model.save_pretrained(folder)
-            state = {"epoch": epoch, "phase": phase, "best": best, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
-            with atomic_path(folder / "training_state.pt") as tmp:
-                torch.save(state, tmp)
-            model.save_pretrained(run / "model")
+            save_checkpoint(run, epoch, model, {"phase": phase, "best": best, "optimizer": optimizer.state_dict(),
+                                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()})
         if world > 1:
             torch.distributed.barrier()
     if rank == 0 and val_data is not None:

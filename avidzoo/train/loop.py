@@ -22,13 +22,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._files import atomic_path, write_text_atomic
+from .._files import write_text_atomic
 from ..io import find_media
 from ..io.inputs import readable_media
 from .data import AVPairDataset, GlobalBatchSampler
 from .distributed import all_reduce_mean, convert_global_batchnorm
 from .losses import build_criterion
-from .runs import RunLogger, RunOptions, amp_settings, latest_checkpoint, read_config_file, start_run
+from .runs import (
+    RunLogger,
+    RunOptions,
+    amp_settings,
+    read_config_file,
+    resume_checkpoint,
+    save_checkpoint,
+    start_run,
+)
 
 log = logging.getLogger("avidzoo")
 
@@ -111,17 +119,6 @@ def retrieval_top1(model, dataset: AVPairDataset, device: torch.device, batch_si
     return float((sim.argmax(1) == torch.arange(len(sim))).float().mean())
 
 
-def _save_checkpoint(run: Path, epoch: int, model, criterion, optimizer, config: dict) -> Path:
-    folder = run / "checkpoints" / f"epoch-{epoch:03d}"
-    model.save_pretrained(folder)
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-             "config": json.dumps(config)}
-    with atomic_path(folder / "training_state.pt") as tmp:
-        torch.save(state, tmp)
-    model.save_pretrained(run / "model")
-    return folder
-
-
 def _init_from(model, criterion, source: str) -> None:
     """Initialise from released weights (model) and, for an original checkpoint, its memory banks and Z."""
     from ..convert import read_original_checkpoint, torch_load_safely
@@ -191,12 +188,7 @@ def pretrain(config: PretrainConfig) -> Path:
                                          persistent_workers=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(run)) is not None:
-        from ..serialization import read_pretrained_dir
-
-        _, weights = read_pretrained_dir(ckpt)
-        model.load_state_dict(weights)
-        state = torch.load(ckpt / "training_state.pt", map_location=device, weights_only=True)
+    if cfg.resume and (state := resume_checkpoint(run, model, device)) is not None:
         optimizer.load_state_dict(state["optimizer"])
         criterion.load_state_dict(state["criterion"])
         start = int(state["epoch"]) + 1
@@ -249,7 +241,8 @@ def pretrain(config: PretrainConfig) -> Path:
         logger.write({"epoch": epoch, "step": step, "kind": "epoch", "values": summary})
         if rank == 0:
             log.warning("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
-            _save_checkpoint(run, epoch, model, criterion, optimizer, training)
+            save_checkpoint(run, epoch, model, {"optimizer": optimizer.state_dict(),
+                                                "criterion": criterion.state_dict(), "config": json.dumps(training)})
         if world > 1:
             torch.distributed.barrier()
     return run

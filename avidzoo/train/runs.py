@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from .._files import atomic_path
 from .distributed import init_distributed
 
 __all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "start_run", "amp_settings",
-           "read_config_file"]
+           "read_config_file", "save_checkpoint", "resume_checkpoint"]
 
 
 @dataclasses.dataclass
@@ -136,3 +137,28 @@ def latest_checkpoint(run: Path) -> Path | None:
     """The newest complete ``checkpoints/epoch-NNN`` folder (one with its ``training_state.pt``)."""
     done = sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
     return done[-1] if done else None
+
+
+def save_checkpoint(run: Path, epoch: int, model, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/epoch-NNN/`` (the model as ``save_pretrained`` writes it, and ``training_state.pt``
+    atomically, after the model, so a complete folder always has both) and refresh ``run/model``."""
+    folder = run / "checkpoints" / f"epoch-{epoch:03d}"
+    model.save_pretrained(folder)
+    with atomic_path(folder / "training_state.pt") as tmp:
+        torch.save({"epoch": epoch, **state}, tmp)
+    model.save_pretrained(run / "model")
+    return folder
+
+
+def resume_checkpoint(run: Path, model, device: torch.device) -> dict[str, Any] | None:
+    """Load the newest complete checkpoint's weights into ``model`` and return its training state (read with
+    ``weights_only=True``), or ``None`` when the run has no checkpoint yet."""
+    from ..serialization import read_pretrained_dir
+
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        return None
+    _, weights = read_pretrained_dir(ckpt)
+    model.load_state_dict(weights)
+    return torch.load(ckpt / "training_state.pt", map_location=device, weights_only=True)
+
