@@ -19,7 +19,7 @@ from .errors import (
 )
 from .evaluate import EvalReport, evaluate
 from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, score_av, similarity
-from .factory import create_model, from_pretrained, list_models
+from .factory import create_model, from_pretrained, list_models, read_config
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
 from .probe import ProbeReport, linear_probe
@@ -47,6 +47,7 @@ __all__ = [
     "download",
     "from_pretrained",
     "list_models",
+    "read_config",
     "verify",
     "AvidzooError",
     "CheckpointError",

@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -248,9 +249,9 @@ class FeatureExtractor:
             return self.model.num_features
         if self.layer == "proj":
             return int(self.model.embed_dim)
-        channels = {"conv1": 64, "conv2x": 64, "conv3x": 128, "conv4x": 256, "conv5x": 512}[self.layer]
+        channels = self.model.feature_channels(modality)[self.layer]
         size = self.grids[modality]["grid"][self.layer]
-        return channels * int(torch.tensor(size).prod())
+        return channels * math.prod(size)
 
     @torch.inference_mode()
     def encode(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -15,9 +15,16 @@ from .convert import read_original_checkpoint, select_towers
 from .errors import CheckpointError, NoPretrainedWeightsError, WeightsNotFoundError
 from .manifest import WeightSpec, get_manifest
 from .models.avid import AVIDModel
-from .serialization import read_pretrained_dir, read_safetensors
+from .serialization import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    read_config_file,
+    read_pretrained_dir,
+    read_safetensors,
+    read_safetensors_config,
+)
 
-__all__ = ["list_models", "create_model", "from_pretrained", "resolve_weights"]
+__all__ = ["list_models", "create_model", "from_pretrained", "read_config", "resolve_weights"]
 
 _ORIGINAL_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
 
@@ -119,27 +126,54 @@ def from_pretrained(
     The model is returned in eval mode.
     """
     name = os.fspath(name_or_path)
-    kw = dict(num_classes=num_classes, label_names=label_names, modalities=modalities, device=device)
+    kind, where = _locate(name, cache_dir)
+    if kind == "registry":
+        return create_model(name, pretrained=True, modalities=modalities or MODALITIES, cache_dir=cache_dir,
+                            progress=progress, num_classes=num_classes, label_names=label_names, device=device)
+    if kind == "dir":
+        config, state = read_pretrained_dir(where)
+    elif kind == "safetensors":
+        config, state = read_safetensors(where)
+        config = config or config_from_state(state)
+    else:
+        state = read_original_checkpoint(where)
+        config = config_from_state(state)
+    return build_model(config, state, num_classes=num_classes, label_names=label_names, modalities=modalities,
+                       device=device)
+
+
+def read_config(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The config (architecture, preprocessing, labels) of any source :func:`from_pretrained` accepts, reading no
+    weights where the source allows: registry names, folders and ``hf-hub:`` repos (``config.json`` only) and
+    ``.safetensors`` files (their header). An original ``.pth.tar`` has no config; its tensors are read to infer one."""
+    name = os.fspath(name_or_path)
+    kind, where = _locate(name, cache_dir, weights=False)
+    if kind == "registry":
+        model_spec, weight_spec = get_manifest().resolve(name)
+        return model_config(model_spec, weight_spec)
+    if kind == "dir":
+        return read_config_file(where)
+    if kind == "safetensors":
+        return read_safetensors_config(where) or config_from_state(read_safetensors(where)[1])
+    return config_from_state(read_original_checkpoint(where))
+
+
+def _locate(name: str, cache_dir: str | os.PathLike | None, *, weights: bool = True) -> tuple[str, Path | None]:
+    """What kind of source ``name`` is and where its files are: ``("dir", folder)`` (``save_pretrained`` layout,
+    ``hf-hub:`` fetched into the HF cache: only its config unless ``weights``), ``("safetensors", file)``,
+    ``("original", file)``, or ``("registry", None)``."""
     if name.startswith("hf-hub:"):
-        config, state = read_pretrained_dir(hub.hf_hub_folder(name[len("hf-hub:"):], cache_dir_=cache_dir))
-        return build_model(config, state, **kw)
-    if name.startswith("local-dir:"):
-        return build_model(*read_pretrained_dir(Path(name[len("local-dir:"):]).expanduser()), **kw)
-    path = Path(name).expanduser()
-    if path.is_dir() and not (path / "model.safetensors").exists() and (path / "model" / "config.json").exists():
-        path = path / "model"  # a training run folder: its latest model
+        return "dir", hub.hf_hub_folder(name[len("hf-hub:"):], cache_dir_=cache_dir, weights=weights)
+    path = Path(name[len("local-dir:"):] if name.startswith("local-dir:") else name).expanduser()
     if path.is_dir():
-        return build_model(*read_pretrained_dir(path), **kw)
+        if not (path / WEIGHTS_FILE).exists() and (path / "model" / CONFIG_FILE).exists():
+            path = path / "model"  # a training run folder: its latest model
+        return "dir", path
     if path.is_file():
-        if path.suffix == ".safetensors":
-            config, state = read_safetensors(path)
-            return build_model(config or config_from_state(state), state, **kw)
-        state = read_original_checkpoint(path)
-        return build_model(config_from_state(state), state, **kw)
-    if _looks_like_path(name):
+        return ("safetensors" if path.suffix == ".safetensors" else "original"), path
+    if name.startswith("local-dir:") or _looks_like_path(name):
         raise WeightsNotFoundError(f"{name}: no such file or directory")
-    return create_model(name, pretrained=True, modalities=modalities or MODALITIES, cache_dir=cache_dir,
-                        progress=progress, num_classes=num_classes, label_names=label_names, device=device)
+    return "registry", None
 
 
 def build_model(

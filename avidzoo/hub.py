@@ -305,13 +305,14 @@ def _license_text(license_id: str) -> str:
     return f"License: {license_id}\n"
 
 
-def hf_hub_folder(repo: str, *, cache_dir_: str | os.PathLike | None = None) -> Path:
-    """Download (or find in the HF cache) ``config.json`` and ``model.safetensors`` of ``org/repo[@revision]``."""
+def hf_hub_folder(repo: str, *, cache_dir_: str | os.PathLike | None = None, weights: bool = True) -> Path:
+    """Download (or find in the HF cache) ``config.json`` and ``model.safetensors`` (unless not ``weights``) of
+    ``org/repo[@revision]``; returns the snapshot folder holding them."""
     from huggingface_hub import hf_hub_download
 
     repo_id, _, revision = repo.partition("@")
     files = {}
-    for fname in (CONFIG_FILE, WEIGHTS_FILE):
+    for fname in (CONFIG_FILE, WEIGHTS_FILE) if weights else (CONFIG_FILE,):
         try:
             files[fname] = hf_hub_download(
                 repo_id, fname, revision=revision or None, local_files_only=is_offline(),
@@ -321,4 +322,4 @@ def hf_hub_folder(repo: str, *, cache_dir_: str | os.PathLike | None = None) -> 
         except Exception as e:
             how = "offline mode is on and it is not in the HF cache" if is_offline() else f"{type(e).__name__}: {e}"
             raise WeightsNotFoundError(f"hf-hub:{repo}: cannot get {fname}: {how}") from None
-    return Path(files[WEIGHTS_FILE]).parent
+    return Path(files[CONFIG_FILE]).parent

@@ -42,11 +42,22 @@ def write_safetensors(state: Mapping[str, torch.Tensor], dest: str | os.PathLike
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
     """``(config or None, state_dict)`` of a safetensors file; corrupt files raise :class:`CheckpointError`."""
+    return _open_safetensors(path, tensors=True)
+
+
+def read_safetensors_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The config in a safetensors file's header (``None`` if it has none), without reading its tensors."""
+    return _open_safetensors(path, tensors=False)[0]
+
+
+def _open_safetensors(
+    path: str | os.PathLike, *, tensors: bool
+) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 - safe_open is not a dict
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is corrupt or truncated") from None
     config = None
@@ -80,17 +91,24 @@ def save_pretrained(model: AVIDModel, save_directory: str | os.PathLike, *, mode
     return save_pretrained_state(model.state_dict(), model.config, save_directory, model_card=model_card)
 
 
+def read_config_file(directory: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of a folder written by ``save_pretrained``."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: missing {CONFIG_FILE}; expected a folder written by save_pretrained")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
 def read_pretrained_dir(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Config and state dict of a folder written by ``save_pretrained`` (weights verified against config.json)."""
     d = Path(directory)
-    cfg_path, weights = d / CONFIG_FILE, d / WEIGHTS_FILE
-    for p in (cfg_path, weights):
-        if not p.is_file():
-            raise CheckpointError(f"{d}: missing {p.name}; expected a folder written by save_pretrained")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    config = read_config_file(d)
+    weights = d / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{d}: missing {WEIGHTS_FILE}; expected a folder written by save_pretrained")
     recorded = (config.get("files") or {}).get(WEIGHTS_FILE)
     if recorded:
         verify_file(weights, {"sha256": recorded["sha256"]}, recorded.get("size"))

@@ -192,17 +192,9 @@ def create_transforms(name_or_model: Any, *, train: bool = False) -> Transforms:
     if isinstance(name_or_model, AVIDModel):
         config = name_or_model.config
     else:
-        from .factory import _is_source, from_pretrained
-        from .manifest import get_manifest
+        from .factory import read_config
 
-        name = str(name_or_model)
-        if _is_source(name):
-            config = from_pretrained(name).config
-        else:
-            from .config import model_config
-
-            model_spec, weight_spec = get_manifest().resolve(name)
-            config = model_config(model_spec, weight_spec)
+        config = read_config(name_or_model)
     pre = config["preprocessing"]
     mods = config.get("modalities") or ["video", "audio"]
     return Transforms(

@@ -40,6 +40,13 @@ def test_push_then_load_by_name_and_pinned_revision(hub, pushed, clips):
         assert_same_outputs(loaded, model, clips)
 
 
+def test_transforms_of_a_hub_repo_fetch_only_its_config(hub, pushed, tmp_path):
+    t = avidzoo.create_transforms("hf-hub:acme/avid")
+    assert t.video.crop_size == 224 and t.audio.output_shape == (1, 200, 257)
+    fetched = {path.rsplit("/", 1)[-1] for method, path in hub.log if method == "GET" and "/resolve/" in path}
+    assert fetched == {"config.json"}
+
+
 def test_hf_offline_reads_the_hf_cache_without_requests(hub, pushed, clips, monkeypatch):
     model, commit = pushed
     avidzoo.from_pretrained(f"hf-hub:acme/avid@{commit}")

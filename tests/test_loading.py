@@ -174,3 +174,20 @@ def test_create_transforms_follow_the_weights_config():
     assert t.audio.sample_rate == 24000 and t.audio.output_shape == (1, 200, 257)
     video_only = avidzoo.create_model("cross_avid_r2plus1d", modalities=("video",))
     assert avidzoo.create_transforms(video_only).audio is None
+
+
+def test_transforms_of_a_source_read_only_its_config(original, tmp_path):
+    model = avidzoo.from_pretrained(original[0], modalities=("audio",))
+    folder = model.save_pretrained(tmp_path / "saved")
+    single = tmp_path / "weights.safetensors"
+    (folder / "model.safetensors").rename(single)  # the folder is left with config.json alone
+    for source in (folder, f"local-dir:{folder}", single):
+        t = avidzoo.create_transforms(source)
+        assert t.video is None and t.audio.output_shape == (1, 200, 257)
+        assert avidzoo.read_config(source)["modalities"] == ["audio"]
+    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+        avidzoo.from_pretrained(folder)
+    assert avidzoo.read_config(original[0])["modalities"] == ["video", "audio"]
+    assert avidzoo.read_config("cross_avid_r2plus1d.kinetics")["weights"] == "cross_avid_r2plus1d.kinetics400"
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        avidzoo.read_config(f"local-dir:{tmp_path / 'nothing'}")

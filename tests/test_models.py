@@ -59,6 +59,15 @@ def test_video_feature_shapes():
                                    f_max(enc.forward_features(torch.ones(1, 3, 8, 64, 64) * 0.3)["conv5x"]))
 
 
+@pytest.mark.parametrize("depth", [10, 34])
+def test_feature_channels_describe_the_maps(depth):
+    model = avidzoo.create_model("cross_avid_r2plus1d", video_depth=depth).eval()
+    with torch.inference_mode():
+        for modality, x in (("video", torch.randn(1, 3, 4, 64, 64)), ("audio", torch.randn(1, 1, 40, 64))):
+            maps = model.forward_features(x, modality=modality)
+            assert model.feature_channels(modality) == {k: v.shape[1] for k, v in maps.items()}
+
+
 def f_max(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).amax(-1)
 

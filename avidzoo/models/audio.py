@@ -12,6 +12,9 @@ from torch import nn
 __all__ = ["Conv2D", "Basic2DBlock"]
 
 FEATURE_NAMES = ("conv2x", "conv3x", "conv4x", "conv5x", "pool")
+_BLOCK_WIDTHS = (64, 128, 256, 512)
+# Channels of each forward_features map.
+FEATURE_CHANNELS = dict(zip(FEATURE_NAMES, (*_BLOCK_WIDTHS, _BLOCK_WIDTHS[-1])))
 
 
 class Basic2DBlock(nn.Module):
@@ -38,6 +41,7 @@ class Conv2D(nn.Module):
     """
 
     out_dim = 512
+    feature_channels = FEATURE_CHANNELS
 
     def __init__(self, depth: int = 10) -> None:
         super().__init__()
@@ -49,10 +53,9 @@ class Conv2D(nn.Module):
             nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
         )
-        self.block1 = Basic2DBlock(64, 64, (2, 2))
-        self.block2 = Basic2DBlock(64, 128, (2, 2))
-        self.block3 = Basic2DBlock(128, 256, (2, 2))
-        self.block4 = Basic2DBlock(256, 512, (1, 1))
+        widths, strides = (64, *_BLOCK_WIDTHS), ((2, 2), (2, 2), (2, 2), (1, 1))
+        for i, stride in enumerate(strides):
+            setattr(self, f"block{i + 1}", Basic2DBlock(widths[i], widths[i + 1], stride))
         self.pool = nn.AdaptiveMaxPool2d((1, 1))
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -131,6 +131,11 @@ class AVIDModel(nn.Module):
         encoder, _ = self._tower(modality)
         return encoder.forward_features(x)
 
+    def feature_channels(self, modality: str) -> dict[str, int]:
+        """Channels of each map :meth:`forward_features` returns for ``modality``, e.g. ``{"conv5x": 512, ...}``."""
+        encoder, _ = self._tower(modality)
+        return dict(encoder.feature_channels)
+
     def forward(
         self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor | None]:

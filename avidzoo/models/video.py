@@ -27,6 +27,8 @@ VIDEO_STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
 }
 _STAGE_WIDTHS = (64, 128, 256, 512)
 FEATURE_NAMES = ("conv1", "conv2x", "conv3x", "conv4x", "conv5x", "pool")
+# Channels of each forward_features map (the same for every depth).
+FEATURE_CHANNELS = dict(zip(FEATURE_NAMES, (64, *_STAGE_WIDTHS, _STAGE_WIDTHS[-1])))
 
 
 class BasicR2P1DBlock(nn.Module):
@@ -80,6 +82,7 @@ class R2Plus1D(nn.Module):
     """
 
     out_dim = 512
+    feature_channels = FEATURE_CHANNELS
 
     def __init__(self, depth: int = 18) -> None:
         super().__init__()
