@@ -137,6 +137,11 @@ def _cmd_score_av(args: argparse.Namespace) -> int:
     for r in rows[: args.top]:
         if r["score"] is not None:
             print(f"{r['score']:+.4f}  {r['percentile']:5.1f}%  {r['path']}")
+    unscored = [r for r in rows if r["score"] is None]
+    if unscored:
+        print(f"not scored: {len(unscored)}")
+        for r in unscored[: args.top]:
+            print(f"  {r['path']}: {r['error']}")
     if args.csv:
         print(f"all {len(rows)} rows: {args.csv}")
     return 0

@@ -48,7 +48,7 @@ META_FILE = "meta.json"
 class ClipDataset(torch.utils.data.Dataset):
     """One item per media file: ``clips_per_video`` uniformly spaced clips, decoded and transformed.
 
-    Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F)}`` or
+    Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F), "has_audio"}`` or
     ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised).
     """
 
@@ -70,7 +70,7 @@ class ClipDataset(torch.utils.data.Dataset):
         try:
             with MediaFile(path, threads=1) as f:
                 starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
-                item: dict[str, Any] = {"index": i, "path": str(path), "starts": starts,
+                item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
                                         "duration": f.info.duration}
                 if "video" in self.modalities:
                     v = self.video_cfg
@@ -78,6 +78,7 @@ class ClipDataset(torch.utils.data.Dataset):
                                           short_side=int(v["resize"]))
                     item["video"] = self.transforms.video(torch.stack(frames))
                 if "audio" in self.modalities:
+                    item["has_audio"] = f.info.has_audio  # without, its features are those of silence
                     a = self.audio_cfg
                     waves = f.read_audio(starts, float(a["clip_duration"]), sample_rate=int(a["sample_rate"]))
                     item["audio"] = self.transforms.audio(torch.stack(waves))
@@ -100,12 +101,14 @@ def _worker_init(_: int) -> None:
 @dataclass
 class ExtractionResult:
     """Features of a run. ``features[modality]`` is ``(N, D)`` (or ``(N, clips, D)`` with ``clip_agg="none"``), row i
-    belonging to ``paths[i]``; ``failed`` maps the paths that could not be read to their error."""
+    belonging to ``paths[i]``; ``failed`` maps the paths that could not be read to their error; ``no_audio`` lists
+    the paths without a soundtrack, whose audio features are those of silence (the original's zero filling)."""
 
     paths: list[str]
     features: dict[str, torch.Tensor]
     clip_starts: list[list[float]]
     failed: dict[str, str] = field(default_factory=dict)
+    no_audio: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, modality: str) -> torch.Tensor:
@@ -423,7 +426,8 @@ class FeatureExtractor:
         features = {m: torch.stack([rows[i][1][m] for i in order]) if order else
                     torch.empty(0, self.feature_dim(m)) for m in self.modalities}
         return ExtractionResult(paths=[rows[i][0]["path"] for i in order], features=features,
-                                clip_starts=[rows[i][0]["starts"] for i in order], failed=failed, meta=self.meta())
+                                clip_starts=[rows[i][0]["starts"] for i in order], failed=failed, meta=self.meta(),
+                                no_audio=[rows[i][0]["path"] for i in order if rows[i][0].get("has_audio") is False])
 
     def _extract_to_dir(self, paths, out: Path, *, resume, retry_failed, shard_size, rank, world) -> Path:
         out.mkdir(parents=True, exist_ok=True)
@@ -538,7 +542,8 @@ class _ShardWriter:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             _fsync(tmp)
         rows = [{"path": it["path"], "status": "ok", "shard": name, "row": r, "clip_starts": it["starts"],
-                 "duration": it["duration"]} for r, (it, _) in enumerate(self.buffer)]
+                 "duration": it["duration"], **({"has_audio": it["has_audio"]} if "has_audio" in it else {})}
+                for r, (it, _) in enumerate(self.buffer)]
         self._append(rows)  # after the shard is on disk: an indexed row always has its data
         self.seq += 1
         self.buffer = []
@@ -592,7 +597,7 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
     meta = json.loads((out / META_FILE).read_text())
     rows = _read_index(out / INDEX_FILE)
     shards: dict[str, dict[str, torch.Tensor]] = {}
-    paths, starts, failed = [], [], {}
+    paths, starts, failed, no_audio = [], [], {}, []
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in meta["modalities"]}
     for row in rows:
         if row["status"] != "ok":
@@ -604,8 +609,11 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
             feats[m].append(shards[row["shard"]][m][row["row"]])
         paths.append(row["path"])
         starts.append(row["clip_starts"])
+        if row.get("has_audio") is False:
+            no_audio.append(row["path"])
     features = {m: torch.stack(v) if v else torch.empty(0, meta["feature_dims"][m]) for m, v in feats.items()}
-    return ExtractionResult(paths=paths, features=features, clip_starts=starts, failed=failed, meta=meta)
+    return ExtractionResult(paths=paths, features=features, clip_starts=starts, failed=failed, meta=meta,
+                            no_audio=no_audio)
 
 
 # -- torch.distributed -----------------------------------------------------------------------------------------------
@@ -658,17 +666,22 @@ def score_av(
 ) -> list[dict[str, Any]]:
     """Audio-visual correspondence of each file: the cosine of its video and audio projected embeddings, averaged
     over clips, and its percentile within the run. Low scores flag soundtracks that do not belong to the picture
-    (Robust-xID's faulty positives). Returns rows sorted from the lowest score; ``out_csv`` also writes them."""
+    (Robust-xID's faulty positives). Returns rows sorted from the lowest score, then the files without a soundtrack
+    and those that failed (``score`` None, ``error`` says why); ``out_csv`` also writes them."""
     kwargs.update(modalities=("video", "audio"), layer="proj", normalize=True, clip_agg="none")
     result = FeatureExtractor(model, **kwargs).extract(inputs)
-    per_clip = similarity(result["video"], result["audio"])  # (N, clips)
+    # A file without a soundtrack has nothing to agree with: it is listed, not ranked.
+    silent = set(result.no_audio)
+    keep = [i for i, p in enumerate(result.paths) if p not in silent]
+    per_clip = similarity(result["video"][keep], result["audio"][keep])  # (N, clips)
     scores = per_clip.mean(-1)
     n = len(scores)
     order = torch.argsort(scores)
     percentile = torch.empty(n)
     percentile[order] = torch.arange(n, dtype=torch.float32) * (100.0 / max(n - 1, 1))
-    rows = [{"path": result.paths[i], "score": float(scores[i]), "percentile": float(percentile[i]),
+    rows = [{"path": result.paths[keep[i]], "score": float(scores[i]), "percentile": float(percentile[i]),
              "clip_scores": [round(float(s), 5) for s in per_clip[i]]} for i in order.tolist()]
+    rows += [{"path": p, "score": None, "percentile": None, "error": "no audio stream"} for p in result.no_audio]
     rows += [{"path": p, "score": None, "percentile": None, "error": e} for p, e in result.failed.items()]
     if out_csv is not None:
         import csv

@@ -156,7 +156,9 @@ def test_output_folder_is_self_describing_and_guards_settings(model, folder, tmp
     assert not list((out / "parts").glob("*.jsonl"))  # merged
     back = load_features(out)
     direct = FeatureExtractor(m, clips_per_video=2, num_workers=0).extract(folder)
-    assert back.paths == direct.paths
+    assert back.paths == direct.paths and back.clip_starts == direct.clip_starts
+    silent = [r["path"] for r in rows if r.get("has_audio") is False]
+    assert [Path(p).name for p in silent] == ["silent.mp4"] and back.no_audio == direct.no_audio == silent
     torch.testing.assert_close(back["video"], direct["video"], **TOL)
     with pytest.raises(ValueError, match="other settings .*layer"):
         avidzoo.extract_features(m, folder, out=out, clips_per_video=2, layer="proj", num_workers=0)
@@ -237,6 +239,10 @@ def test_score_av_and_similarity(model, folder, tmp_path):
     expected = F.cosine_similarity(r["video"][i], r["audio"][i], dim=-1).mean()
     assert ok[0]["score"] == pytest.approx(float(expected), abs=1e-4)
     assert (tmp_path / "s.csv").read_text().startswith("path,score,percentile,error")
+    # a file without a soundtrack is listed after the ranking, not ranked as if it were silent
+    unscored = {Path(r["path"]).name: r["error"] for r in rows if r["score"] is None}
+    assert unscored["silent.mp4"] == "no audio stream" and unscored["broken.mp4"].startswith("NotMediaError")
+    assert len(ok) == 4 and rows[4]["path"].endswith("silent.mp4")
     v, a = torch.randn(4, 128), torch.randn(5, 128)
     assert avidzoo.similarity(v, a, pairwise=True).shape == (4, 5)
     torch.testing.assert_close(avidzoo.similarity(v, v), torch.ones(4))
