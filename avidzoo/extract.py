@@ -302,9 +302,15 @@ class FeatureExtractor:
         self, frames: torch.Tensor | None = None, waveforms: torch.Tensor | None = None,
         sample_rate: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-clip features of raw clips: frames ``(B, T, H, W, 3)`` uint8 and/or waveforms ``(B, C, N)``."""
+        """Per-clip features of raw clips: frames ``(B, T, H, W, 3)`` or one clip ``(T, H, W, 3)`` (uint8, or float
+        in [0, 255]) and/or waveforms ``(B, C, N)`` or one clip ``(C, N)`` / ``(N,)`` at ``sample_rate`` (default: the
+        model's, 24 kHz). Returns ``{modality: (B, D)}``, B = 1 for a single clip."""
         video = self.transforms.video(frames) if frames is not None else None
         audio = self.transforms.audio(waveforms, sample_rate) if waveforms is not None else None
+        if video is not None and video.dim() == 4:  # one clip (3, T, S, S)
+            video = video[None]
+        if audio is not None and audio.dim() == 3:  # one clip (1, T, F)
+            audio = audio[None]
         return self.encode(video=video, audio=audio)
 
     def aggregate(self, clip_features: torch.Tensor) -> torch.Tensor:

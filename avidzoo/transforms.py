@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -62,6 +63,10 @@ class VideoTransform:
         x = torch.as_tensor(frames)
         if x.ndim not in (4, 5) or x.shape[-1] != 3:
             raise ValueError(f"video frames must be (T, H, W, 3) or (B, T, H, W, 3), got shape {tuple(x.shape)}")
+        if x.is_floating_point() and x.numel() and 0 < float(x.amax()) <= 1.0:
+            # torchvision's float convention is [0, 1]; ours follows uint8 decoders. A silent mix-up gives black clips.
+            warnings.warn("float video frames are all <= 1: avidzoo expects values in [0, 255] (uint8 scale); "
+                          "multiply [0, 1] frames by 255", stacklevel=2)
         batched = x.ndim == 5
         if not batched:
             x = x.unsqueeze(0)
@@ -136,6 +141,9 @@ class AudioTransform:
         x = torch.as_tensor(waveform)
         if x.ndim not in (1, 2, 3):
             raise ValueError(f"waveform must be (N,), (C, N) or (B, C, N), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"waveform must be float samples in [-1, 1], got {x.dtype} (for 16-bit PCM, divide "
+                             f"by 32767 as the original pipeline did)")
         batched = x.ndim == 3
         x = x.float().reshape(-1, *x.shape[-2:]) if x.ndim > 1 else x.float().view(1, 1, -1)
         if sample_rate is not None and sample_rate != self.sample_rate:

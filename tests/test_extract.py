@@ -119,6 +119,9 @@ def test_tensors_decoded_by_the_user(model):
     with torch.inference_mode():
         torch.testing.assert_close(feats["video"], m.encode_video(t.video(frames)), **TOL)
         torch.testing.assert_close(feats["audio"], m.encode_audio(t.audio(waves, 16000)), **TOL)
+    one = fx(frames[1], waves[1], sample_rate=16000)  # a single unbatched clip gives a batch of one
+    for modality in ("video", "audio"):
+        torch.testing.assert_close(one[modality], feats[modality][1:2], **TOL)
 
 
 class OOMAbove(FeatureExtractor):

@@ -75,6 +75,8 @@ def test_audio_mono_trim_pad_batch_and_resample(transforms):
     # A 48 kHz waveform is resampled to 24 kHz: a 1 kHz tone stays a 1 kHz tone (pooled bin 21 or 22).
     tone48 = torch.sin(2 * torch.pi * 1000 * torch.arange(96000) / 48000)[None]
     assert int(transforms.audio(tone48, sample_rate=48000)[0, 100].argmax()) in (21, 22)
+    with pytest.raises(ValueError, match="float samples in \\[-1, 1\\], got torch.int16"):
+        transforms.audio((stereo * 32767).to(torch.int16))
 
 
 def test_video_transform_matches_torchvision_ops(transforms):
@@ -101,6 +103,9 @@ def test_video_transform_constant_colour_and_portrait():
         torch.testing.assert_close(out[c], torch.full_like(out[c], (128 / 255 - MEAN[c]) / STD[c]))
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         t(torch.zeros(4, 3, 224, 224))
+    torch.testing.assert_close(t(frames.float()), out)  # float frames are on the uint8 scale
+    with pytest.warns(UserWarning, match=r"expects values in \[0, 255\]"):
+        t(frames.float() / 255)
 
 
 def test_training_video_transform_draws_one_set_of_parameters_per_clip():
