@@ -108,8 +108,8 @@ class ExtractionResult:
     features: dict[str, torch.Tensor]
     clip_starts: list[list[float]]
     failed: dict[str, str] = field(default_factory=dict)
-    no_audio: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    no_audio: list[str] = field(default_factory=list)
 
     def __getitem__(self, modality: str) -> torch.Tensor:
         return self.features[modality]
