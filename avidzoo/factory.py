@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from .serialization import (
 __all__ = ["list_models", "create_model", "from_pretrained", "read_config", "resolve_weights"]
 
 _ORIGINAL_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
+
+log = logging.getLogger("avidzoo")
 
 
 def list_models(filter: str = "*", pretrained: bool = False) -> list[str]:
@@ -134,7 +138,7 @@ def from_pretrained(
         config, state = read_pretrained_dir(where)
     elif kind == "safetensors":
         config, state = read_safetensors(where)
-        config = config or config_from_state(state)
+        config = config or _headerless_config(where, state)
     else:
         state = read_original_checkpoint(where)
         config = config_from_state(state)
@@ -154,8 +158,16 @@ def read_config(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike
     if kind == "dir":
         return read_config_file(where)
     if kind == "safetensors":
-        return read_safetensors_config(where) or config_from_state(read_safetensors(where)[1])
+        return read_safetensors_config(where) or _headerless_config(where, read_safetensors(where)[1])
     return config_from_state(read_original_checkpoint(where))
+
+
+def _headerless_config(path: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    # A foreign safetensors file says nothing of its preprocessing: say what is assumed rather than assume silently.
+    log.warning("%s carries no avidzoo config in its header; assuming the architecture its tensors show and the "
+                "original AVID preprocessing (16 fps, 224 crop; 24 kHz log-spectrograms). Save models with "
+                "save_pretrained to keep their config with them.", path)
+    return config_from_state(state)
 
 
 def _locate(name: str, cache_dir: str | os.PathLike | None, *, weights: bool = True) -> tuple[str, Path | None]:
@@ -172,7 +184,10 @@ def _locate(name: str, cache_dir: str | os.PathLike | None, *, weights: bool = T
     if path.is_file():
         return ("safetensors" if path.suffix == ".safetensors" else "original"), path
     if name.startswith("local-dir:") or _looks_like_path(name):
-        raise WeightsNotFoundError(f"{name}: no such file or directory")
+        hint = ""
+        if re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", name):
+            hint = f"; for a Hugging Face Hub repo, write 'hf-hub:{name}'"
+        raise WeightsNotFoundError(f"{name}: no such file or directory{hint}")
     return "registry", None
 
 

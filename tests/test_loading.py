@@ -145,9 +145,23 @@ def test_corrupt_safetensors_is_a_clear_error(original, tmp_path):
             avidzoo.from_pretrained(tmp_path / name)
 
 
+def test_safetensors_without_a_config_says_what_it_assumes(original, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    model = avidzoo.from_pretrained(original[0], modalities=("video",))
+    save_file(model.state_dict(), tmp_path / "bare.safetensors")  # no avidzoo header
+    with caplog.at_level("WARNING", logger="avidzoo"):
+        loaded = avidzoo.from_pretrained(tmp_path / "bare.safetensors")
+    assert "bare.safetensors carries no avidzoo config" in caplog.text
+    assert loaded.modalities == ("video",)
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+
+
 def test_missing_path_and_unknown_names():
-    with pytest.raises(WeightsNotFoundError, match="no such file"):
+    with pytest.raises(WeightsNotFoundError, match="no such file or directory$"):
         avidzoo.from_pretrained("./nowhere/model.safetensors")
+    with pytest.raises(WeightsNotFoundError, match="write 'hf-hub:acme/avid-ucf@v1'"):
+        avidzoo.from_pretrained("acme/avid-ucf@v1")  # a Hub repo without its prefix is never guessed
     with pytest.raises(avidzoo.UnknownModelError, match="Did you mean cross_avid_r2plus1d"):
         avidzoo.create_model("cross_avid_r2plus1")
     with pytest.raises(avidzoo.UnknownModelError, match="tags: audioset2m, kinetics400"):
