@@ -197,7 +197,7 @@ def pretrain(config: PretrainConfig) -> Path:
     net = model
     if world > 1:
         # GlobalBatchNorm's running statistics come from the global batch and are identical on every rank, so DDP's
-        # buffer broadcast is redundant; with gloo it also gave wrong gradients (see GlobalBatchNorm).
+        # buffer broadcast is redundant (one collective per step saved).
         net = torch.nn.parallel.DistributedDataParallel(
             convert_global_batchnorm(model), device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False)
