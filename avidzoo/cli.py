@@ -116,7 +116,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = extract_features(args.model, args.inputs, out=args.out, resume=not args.no_resume,
-                           retry_failed=args.retry_failed, modalities=args.modalities.split(","),
+                           retry_failed=args.retry_failed,
+                           modalities=args.modalities.split(",") if args.modalities else None,
                            layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize,
                            **_extractor_kwargs(args))
     rows = _read_index(out / "index.jsonl")
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXTRACT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_options(s)
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--modalities", default="video,audio", help="video, audio or video,audio")
+    s.add_argument("--modalities", help="video, audio or video,audio (default: every tower the model has)")
     s.add_argument("--layer", default="pool", help="pool (512-d), proj (128-d), conv1 .. conv5x (probe grids)")
     s.add_argument("--clip-agg", choices=["mean", "max", "none"], default="mean")
     s.add_argument("--normalize", action="store_true", help="L2-normalise the features")

@@ -155,7 +155,7 @@ class FeatureExtractor:
 
     Args:
         model: an :class:`AVIDModel`, or anything :func:`avidzoo.from_pretrained` accepts.
-        modalities: towers to run.
+        modalities: towers to run; default every tower the model has.
         clips_per_video: clips per file, uniformly spaced (the original evaluation's ``linspace`` rule).
         clip_agg: ``"mean"`` or ``"max"`` over a file's clips, or ``"none"`` to keep every clip.
         layer: ``"pool"`` (512-d pooled features), ``"proj"`` (128-d pretraining embedding), or an intermediate map
@@ -172,7 +172,7 @@ class FeatureExtractor:
         self,
         model: AVIDModel | str | os.PathLike,
         *,
-        modalities: str | Sequence[str] = ("video", "audio"),
+        modalities: str | Sequence[str] | None = None,
         clips_per_video: int = 10,
         clip_agg: Literal["mean", "max", "none"] = "mean",
         layer: Layer = "pool",
@@ -191,9 +191,10 @@ class FeatureExtractor:
         from .manifest import get_manifest
         from .models.fuse import fuse_batchnorm
 
-        self.modalities = tuple(normalize_modalities(modalities))
+        wanted = normalize_modalities(modalities) if modalities is not None else None
         if not isinstance(model, AVIDModel):
-            model = from_pretrained(model, modalities=self.modalities)
+            model = from_pretrained(model, modalities=wanted)
+        self.modalities = tuple(wanted or model.modalities)
         missing = [m for m in self.modalities if m not in model.modalities]
         if missing:
             raise ValueError(f"the model has no {' or '.join(missing)} tower (it has {model.modalities})")

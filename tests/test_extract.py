@@ -251,6 +251,17 @@ def test_score_av_and_similarity(model, folder, tmp_path):
     torch.testing.assert_close(avidzoo.similarity(v, v), torch.ones(4))
 
 
+def test_compiled_single_tower_extractor_matches_eager(model):
+    """``compile=True`` (torch.compile of the fused encoder) gives the eager features; a one-tower model needs no
+    ``modalities``: the extractor runs the towers the model has."""
+    audio_only = avidzoo.from_pretrained(model[1], modalities=("audio",))
+    x = torch.randn(3, 1, 200, 257, generator=torch.Generator().manual_seed(3))
+    eager = FeatureExtractor(audio_only, dtype="fp32")
+    compiled = FeatureExtractor(audio_only, dtype="fp32", compile=True)
+    assert eager.modalities == compiled.modalities == ("audio",)
+    torch.testing.assert_close(compiled.encode(audio=x)["audio"], eager.encode(audio=x)["audio"], **TOL)
+
+
 def test_autocast_path_runs_on_cpu(model):
     """The reduced-precision path (CUDA's default) runs unchanged on the CPU and stays close to fp32."""
     m, _ = model
