@@ -40,7 +40,7 @@ def test_push_then_load_by_name_and_pinned_revision(hub, pushed, clips):
         assert_same_outputs(loaded, model, clips)
 
 
-def test_transforms_of_a_hub_repo_fetch_only_its_config(hub, pushed, tmp_path):
+def test_transforms_of_a_hub_repo_fetch_only_its_config(hub, pushed):
     t = avidzoo.create_transforms("hf-hub:acme/avid")
     assert t.video.crop_size == 224 and t.audio.output_shape == (1, 200, 257)
     fetched = {path.rsplit("/", 1)[-1] for method, path in hub.log if method == "GET" and "/resolve/" in path}
