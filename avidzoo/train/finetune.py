@@ -83,8 +83,7 @@ class FinetuneConfig(RunOptions):
         cfg = copy.copy(self)
         presets = get_manifest().data["protocols"]["finetune"]
         if cfg.protocol is None:
-            kind = str(cfg.train).partition(":")[0]
-            cfg.protocol = kind if kind in ("ucf101", "hmdb51") else "custom"
+            cfg.protocol = _official_split(cfg.train) or "custom"
         if cfg.protocol not in presets or cfg.protocol == "about":
             names = ", ".join(k for k in presets if k != "about")
             raise ValueError(f"unknown protocol {cfg.protocol!r}; one of {names}")
@@ -101,6 +100,12 @@ class FinetuneConfig(RunOptions):
         if not cfg.train:
             raise ValueError("no training data: set `train` (a class folder, a CSV or ucf101:/hmdb51: splits)")
         return cfg
+
+
+def _official_split(spec: Any) -> str | None:
+    """``"ucf101"`` / ``"hmdb51"`` when ``spec`` names that benchmark's split files (``ucf101:SPLITS``), else None."""
+    kind = os.fspath(spec).partition(":")[0] if isinstance(spec, (str, os.PathLike)) else None
+    return kind if kind in ("ucf101", "hmdb51") else None
 
 
 def _open(spec: Any, cfg: FinetuneConfig, subset: str) -> LabelledMedia:
@@ -144,10 +149,10 @@ def finetune(config: FinetuneConfig) -> Path:
 
     # Every file is checked before the first step, so that a broken video is reported now, not mid-epoch.
     train_data = _open(cfg.train, cfg, "train").readable()
-    split = isinstance(cfg.train, str) and cfg.train.partition(":")[0] in ("ucf101", "hmdb51")
-    val_spec = cfg.val if cfg.val is not None else (cfg.train if split else None)
+    val_spec = cfg.val if cfg.val is not None else (cfg.train if _official_split(cfg.train) else None)
     val_data = _open(val_spec, cfg, "test").with_classes(train_data.classes).readable() if val_spec else None
-    for path, err in {**train_data.skipped, **(val_data.skipped if val_data else {})}.items():
+    skipped = {**train_data.skipped, **(val_data.skipped if val_data else {})}
+    for path, err in skipped.items():
         log.warning("skipping %s: %s", path, err)
     empty = [c for c, n in zip(train_data.classes, train_data.counts()) if n == 0]
     if empty:
@@ -157,7 +162,7 @@ def finetune(config: FinetuneConfig) -> Path:
     training = {**dataclasses.asdict(cfg), "train": str(cfg.train), "val": str(val_spec) if val_spec else None,
                 "classes": train_data.classes, "train_videos": len(train_data),
                 "val_videos": len(val_data) if val_data else 0, "world_size": world,
-                "skipped": {**train_data.skipped, **(val_data.skipped if val_data else {})}}
+                "skipped": skipped}
     model._config["training"] = training
     model.to(device)
     train_set = LabelledClips(train_data, create_transforms(model, train=True).video,
