@@ -24,6 +24,21 @@ def frame_index(rgb: np.ndarray) -> int:
     return int(round((r - 8) / 16)) + 16 * int(round((g - 8) / 16)) + 256 * int(round((b - 32) / 64))
 
 
+def _mux(container, stream, frame=None) -> None:
+    """Encode ``frame`` (``None`` flushes the encoder) and write its packets."""
+    for packet in stream.encode(frame):
+        container.mux(packet)
+
+
+def _small_h264(container, size: int):
+    """The square 16 fps H.264 stream of the generated datasets."""
+    vs = container.add_stream("libx264", rate=16)
+    vs.width = vs.height = size
+    vs.pix_fmt = "yuv420p"
+    vs.options = {"preset": "ultrafast", "crf": "18"}
+    return vs
+
+
 def make_video(
     path: str | Path,
     *,
@@ -74,10 +89,8 @@ def make_video(
             if frame_times is not None:
                 frame.pts = int(round(t * 1000))
                 frame.time_base = vs.codec_context.time_base
-            for packet in vs.encode(frame):
-                container.mux(packet)
-        for packet in vs.encode():
-            container.mux(packet)
+            _mux(container, vs, frame)
+        _mux(container, vs)
     if aus is not None:
         n = int(round(audio_rate * seconds))
         t = np.arange(n) / audio_rate
@@ -88,10 +101,8 @@ def make_video(
             chunk = np.ascontiguousarray(data[:, s:s + 1024])
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=aus.layout.name)
             frame.rate, frame.pts = audio_rate, s
-            for packet in aus.encode(frame):
-                container.mux(packet)
-        for packet in aus.encode():
-            container.mux(packet)
+            _mux(container, aus, frame)
+        _mux(container, aus)
     container.close()
     return path
 
@@ -112,18 +123,13 @@ def make_linked_videos(folder: str | Path, *, classes: int = 4, per_class: int =
         for k in range(per_class):
             path = folder / f"c{c}_{start + k:03d}.mp4"
             container = av.open(str(path), "w")
-            vs = container.add_stream("libx264", rate=16)
-            vs.width = vs.height = 48
-            vs.pix_fmt = "yuv420p"
-            vs.options = {"preset": "ultrafast", "crf": "18"}
+            vs = _small_h264(container, 48)
             aus = container.add_stream("aac", rate=24000, layout="mono")
             base = np.array(PALETTE[c], np.float32)
             for _ in range(int(16 * seconds)):
                 img = np.clip(base * rng.uniform(0.7, 1.1) + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
-                for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(packet)
-            for packet in vs.encode():
-                container.mux(packet)
+                _mux(container, vs, av.VideoFrame.from_ndarray(img, format="rgb24"))
+            _mux(container, vs)
             n = int(24000 * seconds)
             t = np.arange(n) / 24000
             f = (300 + 350 * c) * rng.uniform(0.97, 1.03)
@@ -133,10 +139,8 @@ def make_linked_videos(folder: str | Path, *, classes: int = 4, per_class: int =
                 fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, s:s + 1024]), format="fltp",
                                                 layout="mono")
                 fr.rate, fr.pts = 24000, s
-                for packet in aus.encode(fr):
-                    container.mux(packet)
-            for packet in aus.encode():
-                container.mux(packet)
+                _mux(container, aus, fr)
+            _mux(container, aus)
             container.close()
             paths.append(path)
     return paths
@@ -163,10 +167,7 @@ def make_action_videos(folder: str | Path, *, classes: int = 4, per_class: int =
             bg = rng.uniform(0, 90, 3)
             phase = rng.uniform(0, 12)
             container = av.open(str(path), "w")
-            vs = container.add_stream("libx264", rate=16)
-            vs.width = vs.height = size
-            vs.pix_fmt = "yuv420p"
-            vs.options = {"preset": "ultrafast", "crf": "18"}
+            vs = _small_h264(container, size)
             for t in range(int(16 * seconds)):
                 s = phase + 2 * speed * t
                 if kind == 0:
@@ -180,10 +181,8 @@ def make_action_videos(folder: str | Path, *, classes: int = 4, per_class: int =
                     mask = (((yy // 8) + (xx // 8) + (t * speed) // 2) % 2) == 0
                 img = np.where(mask[..., None], fg, bg) + rng.normal(0, 12, (size, size, 3))
                 frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
-                for packet in vs.encode(frame):
-                    container.mux(packet)
-            for packet in vs.encode():
-                container.mux(packet)
+                _mux(container, vs, frame)
+            _mux(container, vs)
             container.close()
             paths.append(path)
     return paths
@@ -211,10 +210,8 @@ def make_esc50_like(root: str | Path, *, classes: int = 3, per_class: int = 6, f
             frame = av.AudioFrame.from_ndarray((np.clip(wave, -1, 1) * 32767).astype(np.int16)[None], format="s16",
                                                layout="mono")
             frame.rate = 24000
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+            _mux(container, stream, frame)
+            _mux(container, stream)
             container.close()
             rows.append(f"{name},{k % folds + 1},{c},sound_{c},False,x,A")
     (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
