@@ -191,7 +191,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
         "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth,
-        "amp": args.amp})
+        "amp": args.amp, "max_bad_steps": args.max_bad_steps})
     if cfg is None:
         return 0
     run = pretrain(cfg)
@@ -220,7 +220,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "out": args.out, "protocol": args.protocol, "frames": args.frames, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "clips_per_video": args.clips_per_video, "num_workers": args.workers, "device": args.device,
-        "amp": args.amp})
+        "amp": args.amp, "max_bad_steps": args.max_bad_steps})
     if cfg is None:
         return 0
     run = finetune(cfg)
@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", help="start from these weights (a registry name or path; CMA starts from AVID)")
     s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
+    s.add_argument("--max-bad-steps", type=int, metavar="N",
+                   help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.set_defaults(func=_cmd_pretrain)
@@ -395,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device")
     s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
+    s.add_argument("--max-bad-steps", type=int, metavar="N",
+                   help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     s.set_defaults(func=_cmd_finetune)

@@ -18,6 +18,7 @@ __all__ = [
     "MissingStreamError",
     "VariableFrameRateError",
     "RotationError",
+    "NonFiniteError",
 ]
 
 
@@ -87,3 +88,8 @@ class VariableFrameRateError(DecodeError):
 
 class RotationError(DecodeError):
     """Raised only with ``rotation="error"``: the video carries rotation metadata."""
+
+
+class NonFiniteError(AvidzooError, RuntimeError):
+    """Training met non-finite losses or gradients too many steps in a row, or was about to write non-finite
+    weights; the message names the step or the tensor, the precision and what to try."""

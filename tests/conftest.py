@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,30 @@ from original_format import save_original_checkpoint
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_VARS = ("AVIDZOO_HOME", "AVIDZOO_OFFLINE", "AVIDZOO_WEIGHTS_DIR", "AVIDZOO_MIRRORS", "AVIDZOO_MANIFEST",
             "HF_HUB_OFFLINE", "AVIDZOO_DISABLE_PROGRESS")
+
+
+def pytest_configure(config):
+    # .ci/sweep_learning runs the learning tests under several torch thread counts and seeds.
+    if os.environ.get("AVIDZOO_TEST_THREADS"):
+        torch.set_num_threads(int(os.environ["AVIDZOO_TEST_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def learning_seed() -> int:
+    """The seed of the tests marked ``learning`` (0 unless .ci/sweep_learning sets ``AVIDZOO_TEST_SEED``)."""
+    return int(os.environ.get("AVIDZOO_TEST_SEED", "0"))
+
+
+@pytest.fixture
+def margin(record_property):
+    """``margin(name, value, threshold)``: assert ``value >= threshold`` and record both for .ci/sweep_learning's
+    table (junit XML properties)."""
+
+    def check(name: str, value: float, threshold: float, detail: object = "") -> None:
+        record_property(name, f"{value:.4f}>={threshold:.4f}")
+        assert value >= threshold, (name, value, threshold, detail)
+
+    return check
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,15 +40,21 @@ def epoch_values(run: Path, name: str) -> list[float]:
 
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("recipe,extra", [("cross_avid_kinetics400", {}), ("robust_xid", {"warmup_epochs": 2})])
-def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, extra):
+def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, extra, learning_seed, margin):
+    """Held-out video-to-audio retrieval among 8 pairs (chance 1/8), averaged over the last 4 epochs. At lr 2e-4
+    (the recipes' own rate) it climbs to 1.0 and stays; at the 5e-4 this test used before, Adam overshoots on 32
+    videos and the held-out retrieval rises, then falls back as the banks memorise instance noise, so whether the last
+    epochs passed depended on the CPU's rounding (2 of 5 seeds failed on an AVX-512 CPU)."""
     cfg = PretrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(tmp_path / "run"),
-                         recipe=recipe, epochs=14, lr=5e-4, loss={"num_negatives": 16, **extra}, **SMALL)
+                         recipe=recipe, epochs=14, lr=2e-4, seed=learning_seed,
+                         loss={"num_negatives": 16, **extra}, **SMALL)
     run = pretrain(cfg)
     top1 = epoch_values(run, "val_retrieval_top1")
     chance = epoch_values(run, "val_chance")[0]
     assert chance == 1 / 8 and len(top1) == 14
-    assert max(top1[-4:]) >= 4 * chance, top1  # held-out video-to-audio retrieval far above chance
+    margin("val_top1_last4_mean", sum(top1[-4:]) / 4, 4 * chance, top1)
     losses = epoch_values(run, "loss")
     assert min(losses[-3:]) < losses[0]
     model = avidzoo.from_pretrained(run)  # the run folder loads its latest model
@@ -167,12 +174,25 @@ def test_global_batchnorm_conversion_keeps_the_parameters_an_optimizer_holds():
 def test_mixed_precision_code_path_on_cpu(data, tmp_path):
     """The CUDA autocast path forced on the CPU with bf16 (fp16 with its gradient scaler is tested in finetuning:
     fp16 convolutions are very slow on CPUs). With lr=0 every step sees the same weights, so the losses must match
-    fp32 to within low-precision noise, and not bit for bit (so autocast really ran)."""
-    runs = {amp: pretrain(small_config(data, tmp_path / amp, epochs=1, clips_per_video=1, lr=0.0, amp=amp))
-            for amp in ("off", "bf16")}
-    ref, low = step_values(runs["off"], "loss"), step_values(runs["bf16"], "loss")
+    fp32 to within low-precision noise, and not bit for bit (so autocast ran). The bf16 backward is not relied on:
+    on some CPUs torch 2.11's bf16 Conv3d backward returns NaN gradients; such steps are skipped and counted, and
+    the weights stay finite either way."""
+    with pytest.warns(UserWarning, match="runs the CUDA autocast path"):
+        low_run = pretrain(small_config(data, tmp_path / "bf16", epochs=1, clips_per_video=1, lr=0.0, amp="bf16"))
+    ref_run = pretrain(small_config(data, tmp_path / "off", epochs=1, clips_per_video=1, lr=0.0, amp="off"))
+    ref, low = step_values(ref_run, "loss"), step_values(low_run, "loss")
     assert low.keys() == ref.keys() and len(ref) == 4
-    assert all(low[s] == pytest.approx(ref[s], rel=0.02) for s in ref), (low, ref)
-    assert any(low[s] != ref[s] for s in ref)
+    # Steps see the same memory banks until the first skipped one (a skipped step leaves the banks as they were)
+    skipped = step_values(low_run, "skipped_steps")
+    same = [s for s in sorted(ref) if skipped.get(s - 1, 0) == 0]
+    assert same[0] == 1 and all(low[s] == pytest.approx(ref[s], rel=0.02) for s in same), (low, ref)
+    assert any(low[s] != ref[s] for s in same)
+    assert skipped[4] == sum(1 for s in ref if not math.isfinite(step_values(low_run, "grad_norm")[s]))
+    assert step_values(ref_run, "skipped_steps")[4] == 0
+    wa = avidzoo.from_pretrained(ref_run).state_dict()
+    wb = avidzoo.from_pretrained(low_run).state_dict()
+    for k in wa:  # lr=0: the weights are the start's in both runs, never NaN
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(wa[k], wb[k]), k
     with pytest.raises(ValueError, match="amp must be"):
         pretrain(small_config(data, tmp_path / "bad", amp="int8"))

@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from .._files import write_text_atomic
 from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from .data import GlobalBatchSampler
+from .guard import StepGuard
 from .runs import (
     RunLogger,
     RunOptions,
     amp_settings,
+    export_model,
     read_config_file,
     resume_checkpoint,
     save_checkpoint,
@@ -170,7 +172,9 @@ def finetune(config: FinetuneConfig) -> Path:
     sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, rank=rank, world=world, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda")
-    amp, amp_dtype, scaler = amp_settings(cfg.amp, device)
+    precision = amp_settings(cfg.amp, device)
+    amp_dtype = precision.dtype if precision.enabled else None
+    skipped = 0
 
     def make_phase(epoch: int):
         phase, params = _phase_params(model, epoch, cfg)
@@ -181,13 +185,16 @@ def finetune(config: FinetuneConfig) -> Path:
         if world > 1:  # rebuilt per phase: DDP registers the parameters that require gradients when wrapped
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        return phase, optimizer, scheduler, net
+        guard = StepGuard(model, optimizer, precision.scaler, amp=precision.name, max_bad_steps=cfg.max_bad_steps,
+                          skipped=skipped)
+        return phase, optimizer, scheduler, net, guard
 
     start, best = 0, -1.0
-    phase, optimizer, scheduler, net = make_phase(0)
+    phase, optimizer, scheduler, net, guard = make_phase(0)
     if cfg.resume and (state := resume_checkpoint(run, model, device)) is not None:
         start, best = int(state["epoch"]) + 1, float(state["best"])
-        phase, optimizer, scheduler, net = make_phase(int(state["epoch"]))
+        skipped = int(state.get("skipped_steps", 0))
+        phase, optimizer, scheduler, net, guard = make_phase(int(state["epoch"]))
         if state["phase"] == phase:  # else the next epoch starts a new phase with a fresh optimizer
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -201,34 +208,38 @@ def finetune(config: FinetuneConfig) -> Path:
     step = start * len(sampler)
     for epoch in range(start, total):
         if (epoch < cfg.warmup_epochs) != (phase == "warmup"):
-            phase, optimizer, scheduler, net = make_phase(epoch)
+            skipped = guard.skipped
+            phase, optimizer, scheduler, net, guard = make_phase(epoch)
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         net.train()
         t0, sums, count = time.perf_counter(), {"loss": 0.0, "top1": 0.0}, 0
         for video, label in loader:
             video, label = video.to(device, non_blocking=True), label.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                logits = net(video=video)
-            loss = F.cross_entropy(logits.float(), label)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+
+            def forward(video=video, label=label, net=net):
+                with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.enabled):
+                    logits = net(video=video)
+                return F.cross_entropy(logits.float(), label), logits
+
+            step += 1
+            applied, _, loss, logits = guard.run(forward, step=step, epoch=epoch)
             values = {"loss": float(loss.detach()), "top1": float((logits.argmax(1) == label).float().mean()),
                       "lr": optimizer.param_groups[0]["lr"]}
-            sums["loss"] += values["loss"]
-            sums["top1"] += values["top1"]
-            count += 1
-            step += 1
-            if step % cfg.log_every == 0:
+            if applied:  # epoch means cover the applied steps
+                sums["loss"] += values["loss"]
+                sums["top1"] += values["top1"]
+                count += 1
+            values["skipped_steps"] = guard.skipped
+            if step % cfg.log_every == 0 or not applied:
                 logger.write({"epoch": epoch, "step": step, "kind": "train", "values": values})
         scheduler.step()
         summary = {k: v / max(count, 1) for k, v in sums.items()}
         summary["phase_full"] = float(phase == "full")
+        summary["skipped_steps"] = guard.skipped
         if val_data is not None and rank == 0:
             logits, labels = predict_clips(model, val_data, clips=0, batch_size=cfg.batch_size, device=device,
-                                           num_workers=cfg.num_workers, amp_dtype=amp_dtype if amp else None,
+                                           num_workers=cfg.num_workers, amp_dtype=amp_dtype,
                                            seed=cfg.seed)
             summary["val_clip_top1"] = float((logits[:, 0].argmax(-1) == labels).float().mean())
         summary["seconds"] = time.perf_counter() - t0
@@ -238,9 +249,10 @@ def finetune(config: FinetuneConfig) -> Path:
             score = summary.get("val_clip_top1", float(epoch))  # without validation data, the latest is best
             if score > best:
                 best = score
-                model.save_pretrained(run / "best")
+                export_model(model, run / "best")
             save_checkpoint(run, epoch, model, {"phase": phase, "best": best, "optimizer": optimizer.state_dict(),
-                                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()})
+                                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                                "skipped_steps": guard.skipped})
         if world > 1:
             torch.distributed.barrier()
     if rank == 0 and val_data is not None:
@@ -249,7 +261,7 @@ def finetune(config: FinetuneConfig) -> Path:
         best_model = from_pretrained(run / "best").to(device)
         logits, labels = predict_clips(best_model, val_data, clips=cfg.test_clips, batch_size=cfg.batch_size,
                                        device=device, num_workers=cfg.num_workers,
-                                       amp_dtype=amp_dtype if amp else None, seed=cfg.seed)
+                                       amp_dtype=amp_dtype, seed=cfg.seed)
         report = report_from_logits(logits, labels, val_data)
         report.save(run / "eval")
         logger.write({"epoch": total - 1, "step": step, "kind": "eval",

@@ -27,6 +27,7 @@ from ..io import find_media
 from ..io.inputs import readable_media
 from .data import AVPairDataset, GlobalBatchSampler
 from .distributed import all_reduce_mean, convert_global_batchnorm
+from .guard import StepGuard
 from .losses import build_criterion
 from .runs import (
     RunLogger,
@@ -187,11 +188,11 @@ def pretrain(config: PretrainConfig) -> Path:
                                          pin_memory=device.type == "cuda",
                                          persistent_workers=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
+    start, skipped = 0, 0
     if cfg.resume and (state := resume_checkpoint(run, model, device)) is not None:
         optimizer.load_state_dict(state["optimizer"])
         criterion.load_state_dict(state["criterion"])
-        start = int(state["epoch"]) + 1
+        start, skipped = int(state["epoch"]) + 1, int(state.get("skipped_steps", 0))
         if rank == 0:
             log.warning("resuming %s after epoch %d", run, start - 1)
     net = model
@@ -204,7 +205,11 @@ def pretrain(config: PretrainConfig) -> Path:
     if rank == 0:
         write_text_atomic(run / "training_config.json", json.dumps(training, indent=2) + "\n")
     logger = RunLogger(run, rank == 0)
-    amp, amp_dtype, scaler = amp_settings(cfg.amp, device)
+    precision = amp_settings(cfg.amp, device)
+    # The memory banks and Z change only when the guard accepts a step.
+    criterion.defer_updates = True
+    guard = StepGuard(model, optimizer, precision.scaler, amp=precision.name, max_bad_steps=cfg.max_bad_steps,
+                      pending=[criterion], skipped=skipped)
     step = start * len(sampler)
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -215,25 +220,25 @@ def pretrain(config: PretrainConfig) -> Path:
         for video, audio, idx in loader:
             video, audio = video.to(device, non_blocking=True), audio.to(device, non_blocking=True)
             idx = torch.as_tensor(idx, device=device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                ev, ea = net(video=video, audio=audio)
-            loss, parts = criterion(ev.float(), ea.float(), idx)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-            scaler.step(optimizer)
-            scaler.update()
+
+            def forward(video=video, audio=audio, idx=idx):
+                with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.enabled):
+                    ev, ea = net(video=video, audio=audio)
+                return criterion(ev.float(), ea.float(), idx)
+
+            step += 1
+            applied, grad_norm, loss, parts = guard.run(forward, step=step, epoch=epoch)
             values = {"loss": float(all_reduce_mean(loss.detach().float())), "grad_norm": grad_norm}
             values.update({k: float(all_reduce_mean(torch.tensor(v))) for k, v in parts.items()})
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            step += 1
-            if step % cfg.log_every == 0:
+            if applied:  # epoch means cover the applied steps
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            values["skipped_steps"] = guard.skipped
+            if step % cfg.log_every == 0 or not applied:
                 logger.write({"epoch": epoch, "step": step, "kind": "train", "values": values})
         summary = {k: v / max(count, 1) for k, v in sums.items()}
+        summary["skipped_steps"] = guard.skipped
         if val_set is not None and rank == 0:
             summary["val_retrieval_top1"] = retrieval_top1(model, val_set, device)
             summary["val_chance"] = 1.0 / len(val_set)
@@ -242,7 +247,8 @@ def pretrain(config: PretrainConfig) -> Path:
         if rank == 0:
             log.warning("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
             save_checkpoint(run, epoch, model, {"optimizer": optimizer.state_dict(),
-                                                "criterion": criterion.state_dict(), "config": json.dumps(training)})
+                                                "criterion": criterion.state_dict(), "config": json.dumps(training),
+                                                "skipped_steps": guard.skipped})
         if world > 1:
             torch.distributed.barrier()
     return run

@@ -74,6 +74,10 @@ class _BankLoss(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.last_negatives: torch.Tensor | None = None  # for inspection and tests
+        # With defer_updates, forward leaves the bank, Z and step updates pending until commit() (the training
+        # loop's StepGuard commits them only for a step with finite loss and gradients); by default they apply at once.
+        self.defer_updates = False
+        self._pending: tuple | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.fill_(epoch)
@@ -97,10 +101,34 @@ class _BankLoss(nn.Module):
         """``emb`` ``(B, D)`` against ``bank[idx]`` for ``idx`` ``(B, M)``: ``(B, M)`` scores / tau."""
         return torch.einsum("bd,bmd->bm", emb, bank[idx].to(emb.dtype)) / self.tau
 
-    def _finish(self, idx, v, a) -> None:
-        self.memory.update(all_gather_cat(idx), all_gather_cat(v.detach().float()),
-                           all_gather_cat(a.detach().float()))
+    def _partition(self, neg_scores: torch.Tensor) -> torch.Tensor:
+        """Z: the frozen value, or on the first step the mean ``exp`` of ``neg_scores`` over every rank (kept when
+        the step is committed)."""
+        if self.z >= 0:
+            return self.z
+        return all_reduce_mean(neg_scores.detach().float().exp().mean())
+
+    def _finish(self, idx, v, a, z: torch.Tensor | None = None) -> None:
+        self._pending = (all_gather_cat(idx), all_gather_cat(v.detach().float()), all_gather_cat(a.detach().float()),
+                         None if z is None else z.detach())
+        if not self.defer_updates:
+            self.commit()
+
+    @torch.no_grad()
+    def commit(self) -> None:
+        """Apply the last forward's memory-bank update, Z (first step) and step count."""
+        if self._pending is None:
+            return
+        idx, v, a, z = self._pending
+        self._pending = None
+        self.memory.update(idx, v, a)
+        if z is not None and self.z < 0:
+            self.z.fill_(float(z))
         self.step += 1
+
+    def discard(self) -> None:
+        """Drop the last forward's pending updates: the loss state stays as it was before that step."""
+        self._pending = None
 
 
 class AVIDLoss(_BankLoss):
@@ -133,16 +161,15 @@ class AVIDLoss(_BankLoss):
             "v2v": (self._score(v, mem.video, own), self._score(v, mem.video, neg)),
             "a2a": (self._score(a, mem.audio, own), self._score(a, mem.audio, neg)),
         }
-        if self.z < 0:
-            self.z.fill_(float(all_reduce_mean(scores["v2a"][1].detach().float().exp().mean())))
-        parts = {k: nce_loss(p, n, self.z) for k, (p, n) in scores.items()
+        z = self._partition(scores["v2a"][1])
+        parts = {k: nce_loss(p, n, z) for k, (p, n) in scores.items()
                  if (k in ("v2a", "a2v") and self.xmodal) or (k in ("v2v", "a2a") and self.wmodal)}
         loss = 0.0
         if self.xmodal:
             loss = loss + self.xmodal * (parts["v2a"] + parts["a2v"]) / 2
         if self.wmodal:
             loss = loss + self.wmodal * (parts["v2v"] + parts["a2a"]) / 2
-        self._finish(idx, v, a)
+        self._finish(idx, v, a, z)
         return loss, {k: float(x.detach()) for k, x in parts.items()}
 
     def load_original_state(self, criterion_state: Mapping[str, torch.Tensor]) -> None:
@@ -229,16 +256,15 @@ class AVIDCMALoss(_BankLoss):
             "pos_w": {"pos-v2v": (self._score(v, mem.video, pos), self._score(v, mem.video, neg_w)),
                       "pos-a2a": (self._score(a, mem.audio, pos), self._score(a, mem.audio, neg_w))},
         }
-        if self.z < 0:
-            self.z.fill_(float(all_reduce_mean(terms["inst_x"]["inst-v2a"][1].detach().float().exp().mean())))
+        z = self._partition(terms["inst_x"]["inst-v2a"][1])
         loss, parts = 0.0, {}
         for group, coeff in self.coeffs.items():
             if not coeff:
                 continue
-            values = {k: nce_loss(p, n, self.z) for k, (p, n) in terms[group].items()}
+            values = {k: nce_loss(p, n, z) for k, (p, n) in terms[group].items()}
             parts.update({k: float(x.detach()) for k, x in values.items()})
             loss = loss + coeff * sum(values.values()) / 2
-        self._finish(idx, v, a)
+        self._finish(idx, v, a, z)
         return loss, parts
 
     def load_original_state(self, criterion_state: Mapping[str, torch.Tensor]) -> None:

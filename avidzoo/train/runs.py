@@ -6,24 +6,28 @@ import csv
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from .._files import atomic_path
 from .distributed import init_distributed
+from .guard import check_finite
 
-__all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "start_run", "amp_settings",
-           "read_config_file", "save_checkpoint", "resume_checkpoint"]
+__all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setup_device", "start_run", "Precision",
+           "amp_settings", "read_config_file", "export_model", "save_checkpoint", "resume_checkpoint"]
 
 
 @dataclasses.dataclass
 class RunOptions:
     """Settings every training run has: DataLoader processes, device (default ``cuda:LOCAL_RANK`` or CPU), mixed
-    precision (see :func:`amp_settings`), seed, steps between logged rows, and whether to continue the run folder's
-    last checkpoint."""
+    precision (see :func:`amp_settings`), seed, steps between logged rows, whether to continue the run folder's
+    last checkpoint, and how many steps in a row may have a non-finite loss or gradients (each is skipped, see
+    :class:`~avidzoo.train.guard.StepGuard`) before the run stops. 20 lets an fp16 loss scale fall from 2^16 to
+    2^-4 before giving up."""
 
     num_workers: int = 4
     device: str | None = None
@@ -31,6 +35,7 @@ class RunOptions:
     seed: int = 0
     log_every: int = 10
     resume: bool = False
+    max_bad_steps: int = 20
 
 
 def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,23 +80,42 @@ def start_run(cfg: RunOptions) -> tuple[int, int, torch.device, Path]:
     return rank, world, device, run
 
 
-def amp_settings(amp: bool | str, device: torch.device) -> tuple[bool, torch.dtype, torch.amp.GradScaler]:
-    """``(enabled, dtype, scaler)`` for a run's ``amp`` setting.
+class Precision(NamedTuple):
+    """A run's mixed precision: autocast ``enabled`` with ``dtype``, the gradient ``scaler`` (enabled for fp16
+    only) and the ``name`` used in logs and errors (``"off"``, ``"bf16"`` or ``"fp16"``)."""
+
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+    name: str
+
+
+def amp_settings(amp: bool | str, device: torch.device) -> Precision:
+    """The :class:`Precision` of a run's ``amp`` setting.
 
     ``True``/``"auto"``: autocast on CUDA only, bf16 where supported, else fp16 with a gradient scaler; the CPU runs
     fp32. ``"bf16"``/``"fp16"``: that autocast on any device (fp16 with a scaler), which is how the CUDA code path is
-    exercised on CPUs. ``False``/``"off"``: fp32. Disabled autocast and scaler are no-ops, so one loop body serves all.
+    exercised on CPUs; there it warns, since CPU low-precision backward kernels are slow and some return NaN (torch
+    2.11's bf16 Conv3d backward with a (3, 1, 1) kernel on AVX-512-BF16 CPUs). ``False``/``"off"``: fp32. Disabled
+    autocast and scaler are no-ops, so one loop body serves all.
     """
     if amp is True or amp == "auto":
         enabled = device.type == "cuda"
         dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
     elif amp in ("bf16", "fp16"):
         enabled, dtype = True, torch.bfloat16 if amp == "bf16" else torch.float16
+        if device.type == "cpu":
+            warnings.warn(f"amp={amp!r} on the CPU runs the CUDA autocast path; CPU {amp} backward kernels are "
+                          "slow and some return NaN gradients on some CPUs. Steps with non-finite gradients are "
+                          "skipped and counted (skipped_steps), and the run stops after max_bad_steps in a row; "
+                          "amp='auto' trains in fp32 on CPUs", stacklevel=2)
     elif amp is False or amp == "off":
         enabled, dtype = False, torch.float32
     else:
         raise ValueError(f"amp must be true/'auto', 'bf16', 'fp16' or false/'off', got {amp!r}")
-    return enabled, dtype, torch.amp.GradScaler(device.type, enabled=enabled and dtype == torch.float16)
+    name = "off" if not enabled else "bf16" if dtype == torch.bfloat16 else "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=enabled and dtype == torch.float16)
+    return Precision(enabled, dtype, scaler, name)
 
 
 class RunLogger:
@@ -131,22 +155,30 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
                 for r in csv.DictReader(f)]
 
 
-
-
 def latest_checkpoint(run: Path) -> Path | None:
     """The newest complete ``checkpoints/epoch-NNN`` folder (one with its ``training_state.pt``)."""
     done = sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
     return done[-1] if done else None
 
 
+def export_model(model, folder: Path) -> Path:
+    """``model.save_pretrained(folder)``, refused with :class:`~avidzoo.errors.NonFiniteError` (and nothing
+    written) when a weight or buffer is not finite."""
+    check_finite(model, f"{folder}: the model")
+    model.save_pretrained(folder)
+    return folder
+
+
 def save_checkpoint(run: Path, epoch: int, model, state: dict[str, Any]) -> Path:
     """Write ``checkpoints/epoch-NNN/`` (the model as ``save_pretrained`` writes it, and ``training_state.pt``
-    atomically, after the model, so a complete folder always has both) and refresh ``run/model``."""
+    atomically, after the model, so a complete folder always has both) and refresh ``run/model``. Nothing is written
+    when the model or the training state holds a non-finite tensor."""
     folder = run / "checkpoints" / f"epoch-{epoch:03d}"
-    model.save_pretrained(folder)
+    check_finite(state, f"{folder}: the training state")
+    export_model(model, folder)
     with atomic_path(folder / "training_state.pt") as tmp:
         torch.save({"epoch": epoch, **state}, tmp)
-    model.save_pretrained(run / "model")
+    model.save_pretrained(run / "model")  # checked above
     return folder
 
 
