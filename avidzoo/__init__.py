@@ -20,11 +20,11 @@ from .errors import (
 )
 from .evaluate import EvalReport, evaluate
 from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, score_av, similarity
-from .factory import create_model, from_pretrained, list_models, read_config
+from .factory import create_model, create_transforms, from_pretrained, list_models, read_config
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
 from .probe import ProbeReport, linear_probe
-from .transforms import Transforms, create_transforms
+from .transforms import Transforms
 from .verify import VerifyReport, verify
 
 __all__ = [

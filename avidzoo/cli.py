@@ -4,15 +4,30 @@ evaluate, linear-probe."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
 import sys
+import time
 from collections.abc import Sequence
 
+import av
+import torch
+
 from . import hub
+from ._files import write_text_atomic
 from ._version import __version__
+from .datasets import open_dataset
 from .errors import AvidzooError
+from .evaluate import evaluate
+from .extract import INDEX_FILE, extract_features, read_index, score_av
+from .factory import from_pretrained, list_models
+from .manifest import get_manifest
+from .probe import linear_probe
+from .train import FinetuneConfig, PretrainConfig, finetune, pretrain
+from .train.runs import read_config_file
+from .verify import verify
 
 EXAMPLES = """examples:
   avidzoo extract videos/ --model avid_cma_r2plus1d.kinetics --out feats/   embeddings of every video in videos/
@@ -27,9 +42,6 @@ EXAMPLES = """examples:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .factory import list_models
-    from .manifest import get_manifest
-
     names = list_models(args.filter, pretrained=args.pretrained)
     if args.json:
         print(json.dumps(names))
@@ -48,8 +60,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .manifest import get_manifest
-
     m = get_manifest()
     model_spec, weight_spec = m.resolve(args.name)
     info = {"model": model_spec.name, "architecture": model_spec.architecture, "method": model_spec.method,
@@ -63,7 +73,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "size_bytes": weight_spec.size_bytes, "license": weight_spec.license,
             "metrics": dict(weight_spec.metrics), "preprocessing": dict(weight_spec.preprocessing),
             "origin_url": weight_spec.origin_url, "training_config": weight_spec.training_config,
-            "cached": (hub.cache_dir() / "weights" / weight_spec.name / "model.safetensors").is_file(),
+            "cached": hub.weights_folder(weight_spec) is not None,  # in the cache or the drop folder
         }
     else:
         info["weights"] = None
@@ -78,8 +88,6 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .factory import from_pretrained
-
     model = from_pretrained(args.src)
     out = model.save_pretrained(args.out)
     print(f"wrote {out} ({', '.join(model.modalities)} towers)")
@@ -87,8 +95,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
-
     report = verify(args.target)
     print(report)
     return 0 if report.ok else 1
@@ -110,9 +116,6 @@ def _extractor_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    import time
-
-    from .extract import _read_index, extract_features
 
     t0 = time.perf_counter()
     out = extract_features(args.model, args.inputs, out=args.out, resume=not args.no_resume,
@@ -120,20 +123,18 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                            modalities=args.modalities.split(",") if args.modalities else None,
                            layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize,
                            **_extractor_kwargs(args))
-    rows = _read_index(out / "index.jsonl")
+    rows = read_index(out / INDEX_FILE)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"done: {len(rows) - len(failed)} videos, failed: {len(failed)}, elapsed: "
           f"{time.perf_counter() - t0:.1f} s, output: {out}")
     for r in failed[:10]:
         print(f"  failed: {r['path']}: {r.get('error')}")
     if len(failed) > 10:
-        print(f"  ... and {len(failed) - 10} more (see {out / 'index.jsonl'})")
+        print(f"  ... and {len(failed) - 10} more (see {out / INDEX_FILE})")
     return 0
 
 
 def _cmd_score_av(args: argparse.Namespace) -> int:
-    from .extract import score_av
-
     rows = score_av(args.model, args.inputs, out_csv=args.csv, **_extractor_kwargs(args))
     for r in rows[: args.top]:
         if r["score"] is not None:
@@ -171,9 +172,6 @@ PRETRAIN_EXAMPLE = """examples:
 def _run_config(args: argparse.Namespace, cls: type, flags: dict):
     """The run config of ``--config FILE`` (if given) with the flags that were set on top, or ``None`` after
     printing the resolved config for ``--print-config``."""
-    import dataclasses
-
-    from .train.runs import read_config_file
 
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = cls(**read_config_file(args.config, cls, flags)) if args.config else cls(**flags)
@@ -185,8 +183,6 @@ def _run_config(args: argparse.Namespace, cls: type, flags: dict):
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .train import PretrainConfig, pretrain
-
     cfg = _run_config(args, PretrainConfig, {
         "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
@@ -213,8 +209,6 @@ def _dataset_options(s: argparse.ArgumentParser) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .train import FinetuneConfig, finetune
-
     cfg = _run_config(args, FinetuneConfig, {
         "model": args.model, "train": args.train, "val": args.val, "root": args.root, "fold": args.fold,
         "out": args.out, "protocol": args.protocol, "frames": args.frames, "epochs": args.epochs,
@@ -233,9 +227,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import open_dataset
-    from .evaluate import evaluate
-
     data = open_dataset(args.data, root=args.root, fold=args.fold or 1, subset=args.subset)
     report = evaluate(args.model, data, clips=args.clips, batch_size=args.batch_size, num_workers=args.workers,
                       device=args.device, out=args.out)
@@ -249,9 +240,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_linear_probe(args: argparse.Namespace) -> int:
-    from .datasets import open_dataset
-    from .probe import linear_probe
-
     train = open_dataset(args.train, root=args.root, fold=args.fold or 1, subset="train")
     test = open_dataset(args.test, root=args.root, fold=args.fold or 1, subset="test") if args.test else None
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
@@ -263,16 +251,12 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
     print(f"{report.modality} {report.layer}: top-1 {report.top1:.4f} +- {report.std:.4f} over {len(report.folds)} "
           f"split(s)")
     if args.out:
-        from ._files import write_text_atomic
-
         write_text_atomic(args.out, json.dumps(report.summary(), indent=2) + "\n")
     return 0
 
 
 def env_report() -> dict[str, object]:
     """Versions of everything avidzoo runs on, for bug reports."""
-    import torch
-
     report: dict[str, object] = {"avidzoo": __version__, "python": sys.version.split()[0],
                                  "platform": platform.platform(), "torch": torch.__version__}
     for mod in ("torchvision", "torchaudio", "huggingface_hub", "safetensors", "einops", "numpy"):
@@ -281,8 +265,6 @@ def env_report() -> dict[str, object]:
         except Exception as e:  # report, do not fail: this command exists to debug broken installs
             report[mod] = f"unavailable ({type(e).__name__}: {e})"
     try:
-        import av
-
         report["av"] = av.__version__
         report["ffmpeg"] = {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}
     except Exception as e:

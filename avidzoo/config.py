@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .manifest import ModelSpec, WeightSpec
-
-MODALITIES = ("video", "audio")
+from .convert import infer_architecture
+from .errors import NoPretrainedWeightsError
+from .manifest import ModelSpec, WeightSpec, get_manifest
+from .models.avid import MODALITIES
 
 
 def normalize_modalities(modalities: str | Sequence[str]) -> list[str]:
@@ -56,15 +57,11 @@ def model_config(
 
 def default_preprocessing() -> dict[str, Any]:
     """The preprocessing of the released weights (the manifest's ``avid_original`` entry), for untrained models."""
-    from .manifest import get_manifest
-
     return copy.deepcopy(get_manifest().data["preprocessing"]["avid_original"])
 
 
 def config_from_state(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """A config for a state dict of unknown provenance (an original ``.pth.tar`` given by path)."""
-    from .convert import infer_architecture
-
     arch = infer_architecture(state)
     mods = [m for m in MODALITIES if arch[m]]
     cfg = {
@@ -84,3 +81,23 @@ def config_from_state(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     }
     cfg.update(extra)
     return cfg
+
+
+def resolve_weights(name: str) -> tuple[WeightSpec, Callable[[], dict[str, Any]]]:
+    """The weight spec a registry name points to, and a function building its full config."""
+    model_spec, weight_spec = get_manifest().resolve(name)
+    if weight_spec is None:
+        raise no_weights_error(model_spec)
+    return weight_spec, lambda: model_config(model_spec, weight_spec)
+
+
+def no_weights_error(model: ModelSpec) -> NoPretrainedWeightsError:
+    """The error for a model that never had weights released, listing the ones that were and what to do instead."""
+    title = model.method_info.get("title", model.method)
+    released = ", ".join(get_manifest().list_models("*", True))
+    return NoPretrainedWeightsError(
+        f"no pretrained weights were ever released for {model.name} ({title}); the released ones are: {released}. "
+        f"Train it with avidzoo.train, or load weights you have with from_pretrained('local-dir:DIR'), "
+        f"from_pretrained('hf-hub:ORG/REPO') or from_pretrained(PATH). create_model({model.name!r}) builds it "
+        "untrained."
+    )

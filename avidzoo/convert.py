@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .models.video import VIDEO_STAGE_BLOCKS
 
 __all__ = ["read_original_checkpoint", "map_original_keys", "infer_architecture"]
 
@@ -106,8 +107,6 @@ def select_towers(state: Mapping[str, torch.Tensor], modalities: Iterable[str]) 
 
 def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Towers, video depth and projection dims implied by a (mapped) state dict."""
-    from .models.video import VIDEO_STAGE_BLOCKS
-
     arch: dict[str, Any] = {"video": None, "audio": None, "proj_dims": None}
     if any(k.startswith("video_encoder.") for k in state):
         blocks = []

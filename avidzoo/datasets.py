@@ -28,6 +28,7 @@ import torch
 
 from .errors import AvidzooError
 from .io import MediaFile, find_media
+from .io.inputs import readable_media
 from .io.sampling import random_start, uniform_starts
 
 __all__ = ["DatasetError", "LabelledMedia", "VideoFolder", "VideoCSV", "UCF101", "HMDB51", "ESC50", "open_dataset",
@@ -112,7 +113,6 @@ class LabelledMedia:
     def readable(self, *, need_video: bool = True) -> LabelledMedia:
         """Only the files that open (with a video stream if ``need_video``); the others go to ``skipped``.
         Checked once up front so that a bad file is reported at the start, not in the middle of an epoch."""
-        from .io.inputs import readable_media
 
         good, bad = readable_media(self.paths, need_video=need_video)
         keep = {str(p) for p in good}

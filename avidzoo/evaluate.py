@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 
+from ._env import autocast_dtype, default_device
 from ._files import atomic_path, write_text_atomic
 from .datasets import LabelledClips, LabelledMedia, open_dataset
+from .factory import create_transforms, from_pretrained
 from .models.avid import AVIDModel
 
 __all__ = ["EvalReport", "evaluate", "video_probabilities", "confusion_matrix", "save_confusion_png"]
@@ -99,8 +101,6 @@ def predict_clips(model: AVIDModel, data: LabelledMedia, *, clips: int = 10, bat
                   num_workers: int = 0, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of every file's clips: ``(V, 1 + clips, K)`` (clip 0 the random one) and the labels ``(V,)``."""
-    from .transforms import create_transforms
-
     device = torch.device(device)
     dataset = LabelledClips(data, create_transforms(model).video, train=False, test_clips=clips, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size // (clips + 1)),
@@ -150,9 +150,6 @@ def evaluate(
     """Evaluate a classifier (a finetuned model or anything :func:`avidzoo.from_pretrained` loads with a head) on
     labelled videos (a :class:`LabelledMedia` or a folder/CSV path). The data's classes must be among the model's
     label names; unreadable files are skipped and listed in ``report.skipped``. ``out`` saves the report there."""
-    from .extract import _default_device
-    from .factory import from_pretrained
-
     if not isinstance(model, AVIDModel):
         model = from_pretrained(model, modalities=("video",))
     if model.classifier is None:
@@ -162,13 +159,13 @@ def evaluate(
         data = open_dataset(data)
     names = model.label_names or [str(i) for i in range(model.classifier.num_classes)]
     data = data.with_classes(names).readable()
-    device = torch.device(device) if device else _default_device()
+    device = torch.device(device) if device else default_device()
     cuda = device.type == "cuda"
     model.to(device)
     logits, labels = predict_clips(
         model, data, clips=clips, batch_size=batch_size or (64 if cuda else 11),
         num_workers=num_workers if num_workers is not None else min(8 if cuda else 1, os.cpu_count() or 1),
-        device=device, amp_dtype=torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None, seed=seed)
+        device=device, amp_dtype=autocast_dtype(device) if cuda else None, seed=seed)
     report = report_from_logits(logits, labels, data)
     if out is not None:
         report.save(out)

@@ -27,13 +27,18 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
+from ._env import autocast_dtype, default_device, init_distributed, show_progress
 from ._files import atomic_path, write_text_atomic
 from ._version import __version__
+from .config import normalize_modalities
 from .errors import DecodeError
+from .factory import create_transforms, from_pretrained
 from .io import MediaFile, find_media, uniform_starts
+from .manifest import get_manifest
 from .models.avid import AVIDModel
-from .transforms import create_transforms
+from .models.fuse import fuse_batchnorm
 
 __all__ = ["FeatureExtractor", "extract_features", "load_features", "similarity", "ExtractionResult"]
 
@@ -124,15 +129,9 @@ def similarity(video_emb: torch.Tensor, audio_emb: torch.Tensor, *, pairwise: bo
 
 
 # -- the extractor ---------------------------------------------------------------------------------------------------
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if dtype is None:
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return autocast_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -186,11 +185,6 @@ class FeatureExtractor:
         fuse: bool = True,
         progress: bool | None = None,
     ) -> None:
-        from .config import normalize_modalities
-        from .factory import from_pretrained
-        from .manifest import get_manifest
-        from .models.fuse import fuse_batchnorm
-
         wanted = normalize_modalities(modalities) if modalities is not None else None
         if not isinstance(model, AVIDModel):
             model = from_pretrained(model, modalities=wanted)
@@ -213,7 +207,7 @@ class FeatureExtractor:
         self.model = model.eval()
         self.layer, self.clip_agg, self.normalize = layer, clip_agg, normalize
         self.clips_per_video = clips_per_video
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else default_device()
         self.dtype = _parse_dtype(dtype, self.device)
         cuda = self.device.type == "cuda"
         self.batch_size = batch_size or (64 if cuda else 8)
@@ -353,7 +347,7 @@ class FeatureExtractor:
         ``retry_failed``). Under ``torchrun`` each rank takes a disjoint share and rank 0 merges the index.
         """
         paths = find_media(inputs)
-        rank, world = _distributed()
+        rank, world, _ = init_distributed()
         if out is None:
             if world > 1:
                 raise ValueError("under torchrun, pass out=DIR: each rank writes its own shards")
@@ -371,11 +365,7 @@ class FeatureExtractor:
 
     def _iterate(self, paths: Sequence[Path]):
         """Yield ``(item, features or None)`` per file, in completion order; clips of several files share batches."""
-        from tqdm.auto import tqdm
-
-        show = self.progress if self.progress is not None else (
-            not os.environ.get("AVIDZOO_DISABLE_PROGRESS") and os.isatty(2))
-        bar = tqdm(total=len(paths), unit="video", disable=not show, dynamic_ncols=True)
+        bar = tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress), dynamic_ncols=True)
         pending: deque[dict] = deque()  # files whose clips are queued
         queued = 0
         clips_done, t0 = 0, time.perf_counter()
@@ -490,7 +480,7 @@ def _reset_output(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _read_index(path: Path) -> list[dict]:
+def read_index(path: Path) -> list[dict]:
     """Lines of an index file; a torn last line (a kill mid-write) is ignored."""
     rows = []
     try:
@@ -512,7 +502,7 @@ def _index_files(out: Path) -> list[Path]:
 def _done_paths(out: Path, retry_failed: bool) -> set[str]:
     done = set()
     for f in _index_files(out):
-        for row in _read_index(f):
+        for row in read_index(f):
             ok = row.get("status") == "ok" and (out / "shards" / row.get("shard", "")).is_file()
             if ok or (row.get("status") == "error" and not retry_failed):
                 done.add(row["path"])
@@ -574,7 +564,7 @@ def _merge_index(out: Path, order: Sequence[str]) -> None:
     """Write ``index.jsonl``: one line per file (the newest), in input order; drop shards no line refers to."""
     latest: dict[str, dict] = {}
     for f in _index_files(out):
-        for row in _read_index(f):
+        for row in read_index(f):
             if row.get("status") == "ok" and not (out / "shards" / row.get("shard", "")).is_file():
                 continue
             latest[row["path"]] = row
@@ -602,7 +592,7 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
     """Read an output folder written by :func:`extract_features` back into an :class:`ExtractionResult`."""
     out = Path(out)
     meta = json.loads((out / META_FILE).read_text())
-    rows = _read_index(out / INDEX_FILE)
+    rows = read_index(out / INDEX_FILE)
     shards: dict[str, dict[str, torch.Tensor]] = {}
     paths, starts, failed, no_audio = [], [], {}, []
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in meta["modalities"]}
@@ -624,25 +614,9 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
 
 
 # -- torch.distributed -----------------------------------------------------------------------------------------------
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)``; joins the process group torchrun describes if nobody has yet (gloo on CPU)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and dist.is_available():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _barrier(world: int) -> None:
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+        torch.distributed.barrier()
 
 
 def extract_features(

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import hub
-from .config import MODALITIES, config_from_state, model_config, normalize_modalities
+from .config import MODALITIES, config_from_state, model_config, no_weights_error, normalize_modalities, resolve_weights
 from .convert import read_original_checkpoint, select_towers
-from .errors import CheckpointError, NoPretrainedWeightsError, WeightsNotFoundError
-from .manifest import WeightSpec, get_manifest
+from .errors import CheckpointError, WeightsNotFoundError
+from .manifest import get_manifest
 from .models.avid import AVIDModel
 from .serialization import (
     CONFIG_FILE,
@@ -25,8 +25,9 @@ from .serialization import (
     read_safetensors,
     read_safetensors_config,
 )
+from .transforms import AudioTransform, Transforms, VideoTransform
 
-__all__ = ["list_models", "create_model", "from_pretrained", "read_config", "resolve_weights"]
+__all__ = ["list_models", "create_model", "from_pretrained", "read_config", "create_transforms", "resolve_weights"]
 
 _ORIGINAL_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
 
@@ -39,23 +40,6 @@ def list_models(filter: str = "*", pretrained: bool = False) -> list[str]:
     ``filter`` is an fnmatch pattern; a plain word matches as a substring (``list_models("cma")``).
     """
     return get_manifest().list_models(filter, pretrained)
-
-
-def resolve_weights(name: str) -> tuple[WeightSpec, Callable[[], dict[str, Any]]]:
-    """The weight spec a registry name points to, and a function building its full config."""
-    model_spec, weight_spec = get_manifest().resolve(name)
-    if weight_spec is None:
-        raise _no_weights(model_spec.name, model_spec.method_info.get("title", model_spec.method))
-    return weight_spec, lambda: model_config(model_spec, weight_spec)
-
-
-def _no_weights(name: str, title: str) -> NoPretrainedWeightsError:
-    released = ", ".join(list_models(pretrained=True))
-    return NoPretrainedWeightsError(
-        f"no pretrained weights were ever released for {name} ({title}); the released ones are: {released}. "
-        f"Train it with avidzoo.train, or load weights you have with from_pretrained('local-dir:DIR'), "
-        f"from_pretrained('hf-hub:ORG/REPO') or from_pretrained(PATH). create_model({name!r}) builds it untrained."
-    )
 
 
 def create_model(
@@ -94,7 +78,7 @@ def create_model(
     model_spec, weight_spec = get_manifest().resolve(name)
     if pretrained:
         if weight_spec is None:
-            raise _no_weights(model_spec.name, model_spec.method_info.get("title", model_spec.method))
+            raise no_weights_error(model_spec)
         if video_depth is not None or proj_dims != "default":
             raise ValueError("video_depth and proj_dims are fixed by pretrained weights")
         config, state = hub.load_weights(weight_spec, lambda: model_config(model_spec, weight_spec),
@@ -235,3 +219,18 @@ def _is_source(name: str) -> bool:
 def _looks_like_path(name: str) -> bool:
     return os.sep in name or name.startswith((".", "~")) or name.endswith((".safetensors", *_ORIGINAL_SUFFIXES)) \
         or Path(name).exists()
+
+
+def create_transforms(name_or_model: Any, *, train: bool = False) -> Transforms:
+    """Preprocessing bound to a model's weights: a registry name, a source ``from_pretrained`` accepts, or a model.
+
+    ``train=True`` gives the pretraining augmentations (random crop, flip, colour jitter; volume gain) instead of
+    the deterministic evaluation transforms."""
+    config = name_or_model.config if isinstance(name_or_model, AVIDModel) else read_config(name_or_model)
+    pre = config["preprocessing"]
+    mods = config.get("modalities") or ["video", "audio"]
+    return Transforms(
+        video=VideoTransform(pre["video"], train=train) if "video" in mods else None,
+        audio=AudioTransform(pre["audio"], train=train) if "audio" in mods else None,
+        config=pre,
+    )

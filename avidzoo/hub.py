@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,47 +30,19 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from ._env import cache_dir, hf_endpoint, is_offline, show_progress
 from ._files import remove_with_stamp, verify_file
 from ._version import __version__
+from .config import resolve_weights
 from .convert import read_original_checkpoint
 from .errors import CheckpointError, ChecksumError, DownloadError, WeightsNotFoundError
 from .manifest import WeightSpec
-from .serialization import CONFIG_FILE, WEIGHTS_FILE, read_pretrained_dir, save_pretrained_state
+from .serialization import CONFIG_FILE, WEIGHTS_FILE, read_pretrained_dir, render_model_card, save_pretrained_state
 
 log = logging.getLogger("avidzoo")
 
-_TRUE = {"1", "true", "yes", "on"}
 _CHUNK = 1 << 20
 _RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
-
-def is_offline() -> bool:
-    """True when ``AVIDZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is set: no network access at all."""
-    return _env_flag("AVIDZOO_OFFLINE") or _env_flag("HF_HUB_OFFLINE")
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """``override``, else ``$AVIDZOO_HOME``, else ``$XDG_CACHE_HOME/avidzoo`` (``~/.cache/avidzoo``)."""
-    if override is not None:
-        return Path(override).expanduser()
-    if os.environ.get("AVIDZOO_HOME"):
-        return Path(os.environ["AVIDZOO_HOME"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "avidzoo"
-
-
-def hf_endpoint() -> str | None:
-    """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import), for mirrors such as hf-mirror."""
-    return os.environ.get("HF_ENDPOINT") or None
-
-
-def _show_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return not _env_flag("AVIDZOO_DISABLE_PROGRESS") and sys.stderr.isatty()
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------------------
@@ -113,7 +84,7 @@ def download_url(
                 with (
                     open(part, "ab" if resumed else "wb") as f,
                     tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=dest.name, disable=not _show_progress(progress), leave=False) as bar,
+                         desc=dest.name, disable=not show_progress(progress), leave=False) as bar,
                 ):
                     while chunk := resp.read(_CHUNK):
                         f.write(chunk)
@@ -230,16 +201,38 @@ def load_weights(
     progress: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config, state_dict)`` of a registry weight, converted to avidzoo names; see the module docstring."""
+    _, config, state = _served(spec, make_config, cache_dir_=cache_dir_, progress=progress)
+    return config, state
+
+
+def weights_folder(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None) -> Path | None:
+    """The folder that already holds ``spec``'s converted weights (the drop folder's, else the cache's), or None."""
     cache = cache_dir(cache_dir_)
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
-    if drop and (Path(drop) / spec.name / WEIGHTS_FILE).is_file() and _converted_matches(Path(drop) / spec.name, spec):
-        return read_pretrained_dir(Path(drop) / spec.name)
-    folder = cache / "weights" / spec.name
-    if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
+    for folder in ([Path(drop) / spec.name] if drop else []) + [cache / "weights" / spec.name]:
+        if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
+            return folder
+    return None
+
+
+def _served(
+    spec: WeightSpec,
+    make_config: Callable[[], dict[str, Any]],
+    *,
+    cache_dir_: str | os.PathLike | None,
+    progress: bool | None,
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(folder, config, state_dict)``: the weights read from the folder that serves them (a drop folder, or the
+    cache after fetching and converting them once under a file lock)."""
+    cache = cache_dir(cache_dir_)
+    if (folder := weights_folder(spec, cache)) is not None:
         try:
-            return read_pretrained_dir(folder)
+            return folder, *read_pretrained_dir(folder)
         except (ChecksumError, CheckpointError) as e:
+            if folder.parent != cache / "weights":
+                raise  # a read-only drop folder is the user's to fix
             log.warning("cached %s is damaged (%s); fetching it again", spec.name, e)
+    folder = cache / "weights" / spec.name
     (cache / "locks").mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(cache / "locks" / f"{spec.name}.lock"))
     try:
@@ -251,7 +244,7 @@ def load_weights(
         # Another process may have finished while we waited for the lock.
         if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
             try:
-                return read_pretrained_dir(folder)
+                return folder, *read_pretrained_dir(folder)
             except (ChecksumError, CheckpointError):
                 pass
         original = fetch_original(spec, cache=cache, progress=progress)
@@ -262,7 +255,7 @@ def load_weights(
             remove_with_stamp(original)
     finally:
         lock.release()
-    return read_pretrained_dir(folder)
+    return folder, *read_pretrained_dir(folder)
 
 
 def download(
@@ -275,20 +268,20 @@ def download(
     """Fetch, verify and convert registry weights; with ``to``, also copy each into a portable ``to/<name>/`` folder.
 
     A portable folder holds ``config.json``, ``model.safetensors``, ``README.md`` and ``LICENSE``; copy it to an
-    air-gapped machine and load it with ``local-dir:`` or by setting ``AVIDZOO_WEIGHTS_DIR``.
+    air-gapped machine and load it with ``local-dir:`` or by setting ``AVIDZOO_WEIGHTS_DIR``. Returns each weight's
+    folder: the portable one, else the one that serves it (the cache or a drop folder).
     """
-    from .factory import resolve_weights
-
     out = {}
     for name in names:
         spec, make_config = resolve_weights(name)
-        load_weights(spec, make_config, cache_dir_=cache_dir_, progress=progress)
-        folder = cache_dir(cache_dir_) / "weights" / spec.name
+        folder, config, _ = _served(spec, make_config, cache_dir_=cache_dir_, progress=progress)
         if to is not None:
             target = Path(to) / spec.name
             target.mkdir(parents=True, exist_ok=True)
-            for f in (CONFIG_FILE, WEIGHTS_FILE, "README.md"):
+            for f in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copy2(folder / f, target / f)
+            card = folder / "README.md"
+            (target / "README.md").write_text(card.read_text() if card.is_file() else render_model_card(config))
             (target / "LICENSE").write_text(_license_text(spec.license))
             folder = target
         out[spec.name] = folder

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import DatasetError, LabelledMedia, open_dataset
+from .extract import FeatureExtractor, load_features
+from .manifest import get_manifest
 from .models.avid import AVIDModel
 
 __all__ = ["ProbeReport", "linear_probe", "fit_linear", "predict_linear"]
@@ -126,8 +128,6 @@ def linear_probe(
     set, or leave it out for cross-validation over ``data``'s folds (all, or the ``folds`` listed). Unset settings come
     from the manifest (``protocols.linear_probe.<modality>``). Unreadable files are skipped and listed.
     """
-    from .extract import FeatureExtractor, load_features
-    from .manifest import get_manifest
 
     if modality not in ("video", "audio"):
         raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")

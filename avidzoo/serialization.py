@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ._env import hf_endpoint
 from ._files import atomic_path, verify_file, write_text_atomic
 from ._version import __version__
 from .errors import CheckpointError
@@ -175,8 +176,6 @@ def push_to_hub(
     commit_message: str = "Upload avidzoo model",
 ) -> str:
     from huggingface_hub import HfApi
-
-    from .hub import hf_endpoint
 
     api = HfApi(endpoint=hf_endpoint(), token=token, library_name="avidzoo", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True)

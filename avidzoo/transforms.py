@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["VideoTransform", "AudioTransform", "Transforms", "create_transforms"]
+__all__ = ["VideoTransform", "AudioTransform", "Transforms"]
 
 
 class VideoTransform:
@@ -188,27 +188,3 @@ class Transforms:
     video: VideoTransform | None
     audio: AudioTransform | None
     config: Mapping[str, Any]
-
-
-def create_transforms(name_or_model: Any, *, train: bool = False) -> Transforms:
-    """Preprocessing bound to a model's weights: a registry name, a source ``from_pretrained`` accepts, or a model.
-
-    ``train=True`` gives the pretraining augmentations (random crop, flip, colour jitter; volume gain) instead of
-    the deterministic evaluation transforms."""
-    from .models.avid import AVIDModel
-
-    if isinstance(name_or_model, AVIDModel):
-        config = name_or_model.config
-    else:
-        from .factory import read_config
-
-        config = read_config(name_or_model)
-    pre = config["preprocessing"]
-    mods = config.get("modalities") or ["video", "audio"]
-    return Transforms(
-        video=VideoTransform(pre["video"], train=train) if "video" in mods else None,
-        audio=AudioTransform(pre["audio"], train=train) if "audio" in mods else None,
-        config=pre,
-    )
-
-

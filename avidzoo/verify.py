@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import hub
 from ._files import verify_file
+from .config import resolve_weights
 from .convert import read_original_checkpoint
 from .errors import AvidzooError
 from .manifest import get_manifest
@@ -82,8 +83,6 @@ def _verify_file(path: Path, report: VerifyReport) -> None:
 
 
 def _verify_registry(name: str, cache_dir: str | os.PathLike | None, report: VerifyReport) -> None:
-    from .factory import resolve_weights
-
     spec, _ = resolve_weights(name)
     report.target = spec.name
     folders = [hub.cache_dir(cache_dir) / "weights" / spec.name]

@@ -161,6 +161,21 @@ def test_portable_folder_round_trip(served, original, clips, tmp_path, monkeypat
     assert len(server.gets(file_name)) == 1
 
 
+def test_download_to_copies_weights_served_from_a_drop_folder(served, original, clips, tmp_path, monkeypatch):
+    """``download(to=)`` copies the folder the weights were served from; with a drop folder, the cache has none."""
+    server, name, file_name = served
+    first = avidzoo.download([name], tmp_path / "portable")[name]
+    monkeypatch.setenv("AVIDZOO_HOME", str(tmp_path / "other-cache"))
+    monkeypatch.setenv("AVIDZOO_OFFLINE", "1")
+    monkeypatch.setenv("AVIDZOO_WEIGHTS_DIR", str(tmp_path / "portable"))
+    again = avidzoo.download([name], tmp_path / "copy")[name]
+    assert sorted(p.name for p in again.iterdir()) == ["LICENSE", "README.md", "config.json", "model.safetensors"]
+    for f in again.iterdir():
+        assert f.read_bytes() == (first / f.name).read_bytes(), f.name
+    assert not (tmp_path / "other-cache" / "weights").exists() and len(server.gets(file_name)) == 1
+    assert_same_outputs(avidzoo.from_pretrained(f"local-dir:{again}"), original[1], clips)
+
+
 def test_damaged_cache_is_refetched(served, original, clips):
     server, name, file_name = served
     avidzoo.from_pretrained(name)

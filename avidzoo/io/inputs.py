@@ -8,6 +8,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..errors import DecodeError
+from .decode import MediaFile
+
 __all__ = ["MEDIA_EXTENSIONS", "find_media", "readable_media"]
 
 MEDIA_EXTENSIONS = frozenset({
@@ -76,9 +79,6 @@ def find_media(
 
 def readable_media(paths: Sequence[Path], *, need_video: bool = True) -> tuple[list[Path], dict[str, str]]:
     """Split ``paths`` into the files that open (with a video stream if ``need_video``) and ``{path: error}``."""
-    from ..errors import DecodeError
-    from .decode import MediaFile
-
     good, bad = [], {}
     for p in paths:
         try:

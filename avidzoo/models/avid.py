@@ -12,13 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..serialization import push_to_hub, save_pretrained
 from .audio import Conv2D
 from .heads import ClassifierHead, ProjectionHead
 from .video import R2Plus1D
 
+MODALITIES = ("video", "audio")  # the towers, in the order configs list them
+
 __all__ = ["AVIDModel"]
 
-MODALITIES = ("video", "audio")
 
 
 class AVIDModel(nn.Module):
@@ -60,6 +62,17 @@ class AVIDModel(nn.Module):
         return copy.deepcopy(self._config)
 
     pretrained_cfg = config  # timm's name for the same thing
+
+    _GRAPH_KEYS = frozenset({"modalities", "video", "audio", "proj_dims", "num_classes", "label_names", "dropout"})
+
+    def update_config(self, **fields: Any) -> None:
+        """Replace config entries that describe the weights, not the graph (``preprocessing``, ``training``,
+        ``weights``, ``license``, ...), e.g. after training; ``save_pretrained`` writes them. Graph keys (towers,
+        depths, heads, labels) are refused: build a new model or use :meth:`reset_classifier`."""
+        graph = sorted(self._GRAPH_KEYS & fields.keys())
+        if graph:
+            raise ValueError(f"update_config cannot change the graph keys {graph}")
+        self._config.update(copy.deepcopy(fields))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -177,8 +190,6 @@ class AVIDModel(nn.Module):
     # -- persistence ------------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *, model_card: str | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a README model card; load back with ``from_pretrained``."""
-        from ..serialization import save_pretrained
-
         return save_pretrained(self, save_directory, model_card=model_card)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
@@ -186,6 +197,4 @@ class AVIDModel(nn.Module):
 
         Keyword arguments (``private``, ``token``, ``revision``, ``commit_message``) go to huggingface_hub.
         """
-        from ..serialization import push_to_hub
-
         return push_to_hub(self, repo_id, **kwargs)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.nn import all_reduce
+
+from .._env import init_distributed, rank_world
 
 __all__ = ["rank_world", "init_distributed", "all_gather_cat", "all_reduce_mean", "GlobalBatchNorm",
            "convert_global_batchnorm"]
-
-
-def rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> tuple[int, int, int]:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs); ``(rank, world, local_rank)``."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = rank_world()
-    return rank, world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 @torch.no_grad()
@@ -69,7 +56,6 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         _, world = rank_world()
         if not self.training or world == 1:
             return super().forward(x)
-        from torch.distributed.nn import all_reduce
 
         dims = [0, *range(2, x.dim())]
         c = x.shape[1]

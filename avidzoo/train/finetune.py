@@ -28,6 +28,9 @@ import torch.nn.functional as F
 
 from .._files import write_text_atomic
 from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
+from ..evaluate import predict_clips, report_from_logits
+from ..factory import create_model, create_transforms, from_pretrained
+from ..manifest import get_manifest
 from .data import GlobalBatchSampler
 from .guard import StepGuard
 from .runs import (
@@ -80,8 +83,6 @@ class FinetuneConfig(RunOptions):
     video: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FinetuneConfig:
-        from ..manifest import get_manifest
-
         cfg = copy.copy(self)
         presets = get_manifest().data["protocols"]["finetune"]
         if cfg.protocol is None:
@@ -115,19 +116,18 @@ def _open(spec: Any, cfg: FinetuneConfig, subset: str) -> LabelledMedia:
 
 
 def _build_model(cfg: FinetuneConfig, classes: list[str]):
-    from ..factory import create_model, from_pretrained
-
     if cfg.pretrained:
         model = from_pretrained(cfg.model, modalities=("video",))
     else:
         model = create_model(cfg.model, modalities=("video",), video_depth=cfg.video_depth)
     if model.classifier is None or model.label_names != classes:  # a new head unless continuing on the same labels
         model.reset_classifier(len(classes), classes)
-    pre = model.config["preprocessing"]["video"]
+    preprocessing = model.config["preprocessing"]
+    pre = preprocessing["video"]
     train_aug = {**pre.get("train", {}), **cfg.video.get("train", {})}
     pre.update({k: v for k, v in cfg.video.items() if k != "train"}, train=train_aug, num_frames=cfg.frames)
     pre["clip_duration"] = cfg.frames / float(pre["fps"])
-    model._config["preprocessing"]["video"] = pre
+    model.update_config(preprocessing=preprocessing)
     return model
 
 
@@ -143,9 +143,6 @@ def _phase_params(model, epoch: int, cfg: FinetuneConfig) -> tuple[str, list[tor
 
 def finetune(config: FinetuneConfig) -> Path:
     """Run (or with ``config.resume``, continue) finetuning; returns the run folder. Works under torchrun."""
-    from ..evaluate import predict_clips, report_from_logits
-    from ..transforms import create_transforms
-
     cfg = config.resolved()
     rank, world, device, run = start_run(cfg)
 
@@ -165,7 +162,7 @@ def finetune(config: FinetuneConfig) -> Path:
                 "classes": train_data.classes, "train_videos": len(train_data),
                 "val_videos": len(val_data) if val_data else 0, "world_size": world,
                 "skipped": skipped}
-    model._config["training"] = training
+    model.update_config(training=training)
     model.to(device)
     train_set = LabelledClips(train_data, create_transforms(model, train=True).video,
                               clips_per_video=cfg.clips_per_video, seed=cfg.seed)
@@ -256,8 +253,6 @@ def finetune(config: FinetuneConfig) -> Path:
         if world > 1:
             torch.distributed.barrier()
     if rank == 0 and val_data is not None:
-        from ..factory import from_pretrained
-
         best_model = from_pretrained(run / "best").to(device)
         logits, labels = predict_clips(best_model, val_data, clips=cfg.test_clips, batch_size=cfg.batch_size,
                                        device=device, num_workers=cfg.num_workers,

@@ -23,8 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from .._files import write_text_atomic
+from ..convert import read_original_checkpoint, torch_load_safely
+from ..factory import create_model, create_transforms, from_pretrained
 from ..io import find_media
 from ..io.inputs import readable_media
+from ..manifest import get_manifest
 from .data import AVPairDataset, GlobalBatchSampler
 from .distributed import all_reduce_mean, convert_global_batchnorm
 from .guard import StepGuard
@@ -69,8 +72,6 @@ class PretrainConfig(RunOptions):
 
     def resolved(self) -> PretrainConfig:
         """A copy with the recipe's values filled in where this config leaves them unset."""
-        from ..manifest import get_manifest
-
         cfg = copy.deepcopy(self)
         recipes = get_manifest().data["recipes"]
         if cfg.recipe is not None:
@@ -122,9 +123,6 @@ def retrieval_top1(model, dataset: AVPairDataset, device: torch.device, batch_si
 
 def _init_from(model, criterion, source: str) -> None:
     """Initialise from released weights (model) and, for an original checkpoint, its memory banks and Z."""
-    from ..convert import read_original_checkpoint, torch_load_safely
-    from ..factory import from_pretrained
-
     path = Path(source)
     if path.is_file() and path.suffix in (".tar", ".pth", ".pt"):
         state = read_original_checkpoint(path)
@@ -140,9 +138,6 @@ def _init_from(model, criterion, source: str) -> None:
 # -- the loop ----------------------------------------------------------------------------------------------------------
 def pretrain(config: PretrainConfig) -> Path:
     """Run (or with ``config.resume``, continue) pretraining; returns the run folder. Works under torchrun."""
-    from ..factory import create_model
-    from ..transforms import create_transforms
-
     cfg = config.resolved()
     rank, world, device, run = start_run(cfg)
 
@@ -172,8 +167,8 @@ def pretrain(config: PretrainConfig) -> Path:
     training = dataclasses.asdict(cfg)
     training["train_videos"], training["val_videos"], training["world_size"] = len(train_paths), len(val_paths), world
     # Weights trained from released ones inherit their license; from scratch, the user's data decides.
-    model._config.update(preprocessing=pre, training=training, weights=None,
-                         license="CC-BY-NC-4.0" if cfg.init else None)
+    model.update_config(preprocessing=pre, training=training, weights=None,
+                        license="CC-BY-NC-4.0" if cfg.init else None)
     criterion = build_criterion(cfg.loss["name"], len(train_paths), model.embed_dim, cfg.loss, seed=cfg.seed)
     if cfg.init and not cfg.resume:
         _init_from(model, criterion, cfg.init)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .._files import atomic_path
+from ..serialization import read_pretrained_dir
 from .distributed import init_distributed
 from .guard import check_finite
 
@@ -185,8 +186,6 @@ def save_checkpoint(run: Path, epoch: int, model, state: dict[str, Any]) -> Path
 def resume_checkpoint(run: Path, model, device: torch.device) -> dict[str, Any] | None:
     """Load the newest complete checkpoint's weights into ``model`` and return its training state (read with
     ``weights_only=True``), or ``None`` when the run has no checkpoint yet."""
-    from ..serialization import read_pretrained_dir
-
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         return None
