@@ -19,11 +19,12 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .evaluate import EvalReport, evaluate
-from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, score_av, similarity
+from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features
 from .factory import create_model, create_transforms, from_pretrained, list_models, read_config
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
 from .probe import ProbeReport, linear_probe
+from .score import score_av, similarity
 from .transforms import Transforms
 from .verify import VerifyReport, verify
 

@@ -21,10 +21,11 @@ from ._version import __version__
 from .datasets import open_dataset
 from .errors import AvidzooError
 from .evaluate import evaluate
-from .extract import INDEX_FILE, extract_features, read_index, score_av
+from .extract import INDEX_FILE, extract_features, read_index
 from .factory import from_pretrained, list_models
 from .manifest import get_manifest
 from .probe import linear_probe
+from .score import score_av
 from .train import FinetuneConfig, PretrainConfig, finetune, pretrain
 from .train.runs import read_config_file
 from .verify import verify
@@ -284,38 +285,55 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="avidzoo", description="AVID audio-visual encoders: weights and tools.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"avidzoo {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what is fetched and from where")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# -- the parser: one builder per command -------------------------------------------------------------------------------
+def _training_options(s: argparse.ArgumentParser) -> None:
+    """The options pretraining and finetuning share: processes, device, precision, the non-finite guard, resume."""
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
+    s.add_argument("--max-bad-steps", type=int, metavar="N",
+                   help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
+
+def _parser_list(sub) -> None:
     s = sub.add_parser("list", help="list models or released weights")
     s.add_argument("filter", nargs="?", default="*", help="fnmatch pattern or substring")
     s.add_argument("--pretrained", action="store_true", help="list weights (model.tag) instead of models")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_list)
 
+
+def _parser_info(sub) -> None:
     s = sub.add_parser("info", help="sources, hashes, license, preprocessing and metrics of a model or weight")
     s.add_argument("name")
     s.set_defaults(func=_cmd_info)
 
+
+def _parser_download(sub) -> None:
     s = sub.add_parser("download", help="fetch, verify and convert weights (optionally into a portable folder)")
     s.add_argument("names", nargs="+", metavar="NAME")
     s.add_argument("--to", metavar="DIR", help="also copy each into DIR/<name>/ for use on another machine")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_download)
 
+
+def _parser_convert(sub) -> None:
     s = sub.add_parser("convert", help="convert an original .pth.tar (or any loadable source) to a saved folder")
     s.add_argument("src")
     s.add_argument("out", metavar="OUT_DIR")
     s.set_defaults(func=_cmd_convert)
 
+
+def _parser_verify(sub) -> None:
     s = sub.add_parser("verify", help="re-hash and read cached weights, a folder or a file")
     s.add_argument("target", metavar="NAME|PATH")
     s.set_defaults(func=_cmd_verify)
 
+
+def _parser_extract(sub) -> None:
     s = sub.add_parser("extract", help="embeddings of media files, written to a folder",
                        epilog=EXTRACT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_options(s)
@@ -328,12 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retry-failed", action="store_true", help="on resume, try the failed files again")
     s.set_defaults(func=_cmd_extract)
 
+
+def _parser_score_av(sub) -> None:
     s = sub.add_parser("score-av", help="audio-visual correspondence per video (find soundtracks that do not fit)")
     _add_run_options(s)
     s.add_argument("--csv", metavar="FILE", help="write every row (path, score, percentile, error) here")
     s.add_argument("--top", type=int, default=20, help="print this many lowest-scoring videos")
     s.set_defaults(func=_cmd_score_av)
 
+
+def _parser_pretrain(sub) -> None:
     s = sub.add_parser("pretrain", help="self-supervised pretraining (Cross/Self/Joint-AVID, AVID-CMA, Robust-xID)",
                        epilog=PRETRAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", metavar="FILE.yaml", help="a PretrainConfig as YAML or JSON; flags override it")
@@ -347,17 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float)
     s.add_argument("--clips-per-video", type=int)
     s.add_argument("--video-depth", type=int, choices=[10, 18, 34])
-    s.add_argument("--workers", type=int)
-    s.add_argument("--device")
     s.add_argument("--init", help="start from these weights (a registry name or path; CMA starts from AVID)")
-    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
-    s.add_argument("--max-bad-steps", type=int, metavar="N",
-                   help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
-    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _training_options(s)
     s.set_defaults(func=_cmd_pretrain)
 
+
+def _parser_finetune(sub) -> None:
     s = sub.add_parser("finetune", help="finetune the video encoder on labelled videos (UCF-101/HMDB-51 protocol)",
                        epilog=FINETUNE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", metavar="FILE.yaml", help="a FinetuneConfig as YAML or JSON; flags override it")
@@ -375,16 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
     s.add_argument("--lr", type=float)
     s.add_argument("--clips-per-video", type=int, help="training clips per video and epoch")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--device")
-    s.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision (default auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
-    s.add_argument("--max-bad-steps", type=int, metavar="N",
-                   help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
-    s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _training_options(s)
     s.set_defaults(func=_cmd_finetune)
 
+
+def _parser_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="Clip@1, Video@1, per-class accuracy and confusion matrix of a classifier")
     s.add_argument("model", metavar="MODEL", help="a finetuned model: run folder's best/, a saved folder, hf-hub:...")
     s.add_argument("data", metavar="DATA", help="class folder, CSV, ucf101:SPLITS_DIR or hmdb51:SPLITS_DIR")
@@ -397,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for report.json, predictions.csv and confusion.png")
     s.set_defaults(func=_cmd_evaluate)
 
+
+def _parser_linear_probe(sub) -> None:
     s = sub.add_parser("linear-probe", help="a linear classifier on frozen features (video or audio, k-fold)")
     s.add_argument("--model", required=True, metavar="NAME_OR_PATH")
     s.add_argument("--train", required=True, metavar="DATA", help="class folder, CSV (with a fold column for "
@@ -414,8 +428,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="FILE.json", help="write the report here")
     s.set_defaults(func=_cmd_linear_probe)
 
+
+def _parser_env(sub) -> None:
     s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
     s.set_defaults(func=_cmd_env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avidzoo", description="AVID audio-visual encoders: weights and tools.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"avidzoo {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is fetched and from where")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_parser_list, _parser_info, _parser_download, _parser_convert, _parser_verify, _parser_extract,
+                _parser_score_av, _parser_pretrain, _parser_finetune, _parser_evaluate, _parser_linear_probe,
+                _parser_env):
+        add(sub)
     return p
 
 

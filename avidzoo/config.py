@@ -20,6 +20,31 @@ def normalize_modalities(modalities: str | Sequence[str]) -> list[str]:
     return [m for m in MODALITIES if m in mods]
 
 
+def config_dict(
+    *,
+    modalities: list[str],
+    video: dict[str, Any],
+    audio: dict[str, Any],
+    proj_dims: list[int] | None,
+    preprocessing: dict[str, Any],
+    model: str | None = None,
+    architecture: str | None = None,
+    method: str | None = None,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    license: str | None = None,
+) -> dict[str, Any]:
+    """The one schema of a model config (what ``config.json`` holds and :class:`AVIDModel` is built from):
+    provenance (``model``, ``architecture``, ``method``, ``weights``, ``license``), the graph (``modalities``,
+    ``video``, ``audio``, ``proj_dims``, ``num_classes``, ``label_names``, ``dropout``) and ``preprocessing``."""
+    return {
+        "model": model, "architecture": architecture, "method": method, "weights": weights,
+        "modalities": modalities, "video": video, "audio": audio, "proj_dims": proj_dims,
+        "num_classes": num_classes, "label_names": None, "dropout": 0.5,
+        "preprocessing": preprocessing, "license": license,
+    }
+
+
 def model_config(
     model: ModelSpec,
     weights: WeightSpec | None,
@@ -34,21 +59,13 @@ def model_config(
     video = dict(arch["video"])
     if video_depth is not None:  # untrained models only: create_model refuses overrides with pretrained weights
         video["depth"] = int(video_depth)
-    cfg: dict[str, Any] = {
-        "model": model.name,
-        "architecture": model.architecture,
-        "method": model.method,
-        "weights": weights.name if weights else None,
-        "modalities": mods,
-        "video": video,
-        "audio": dict(arch["audio"]),
-        "proj_dims": list(arch["proj_dims"]) if proj_dims == "default" else (list(proj_dims) if proj_dims else None),
-        "num_classes": None,
-        "label_names": None,
-        "dropout": 0.5,
-        "preprocessing": copy.deepcopy(dict(weights.preprocessing)) if weights else default_preprocessing(),
-        "license": weights.license if weights else None,
-    }
+    cfg = config_dict(
+        model=model.name, architecture=model.architecture, method=model.method,
+        weights=weights.name if weights else None, modalities=mods, video=video, audio=dict(arch["audio"]),
+        proj_dims=list(arch["proj_dims"]) if proj_dims == "default" else (list(proj_dims) if proj_dims else None),
+        preprocessing=copy.deepcopy(dict(weights.preprocessing)) if weights else default_preprocessing(),
+        license=weights.license if weights else None,
+    )
     if weights is not None:
         cfg["metrics"] = dict(weights.metrics)
         cfg["source"] = {"file_name": weights.file_name, "hashes": dict(weights.hashes), "format": weights.format}
@@ -64,21 +81,11 @@ def config_from_state(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     """A config for a state dict of unknown provenance (an original ``.pth.tar`` given by path)."""
     arch = infer_architecture(state)
     mods = [m for m in MODALITIES if arch[m]]
-    cfg = {
-        "model": None,
-        "architecture": None,
-        "method": None,
-        "weights": None,
-        "modalities": mods,
-        "video": arch["video"] or {"arch": "r2plus1d", "depth": 18},
-        "audio": arch["audio"] or {"arch": "conv2d", "depth": 10},
-        "proj_dims": arch["proj_dims"],
-        "num_classes": arch.get("num_classes"),
-        "label_names": None,
-        "dropout": 0.5,
-        "preprocessing": default_preprocessing(),
-        "license": None,
-    }
+    cfg = config_dict(
+        modalities=mods, video=arch["video"] or {"arch": "r2plus1d", "depth": 18},
+        audio=arch["audio"] or {"arch": "conv2d", "depth": 10}, proj_dims=arch["proj_dims"],
+        num_classes=arch.get("num_classes"), preprocessing=default_preprocessing(),
+    )
     cfg.update(extra)
     return cfg
 

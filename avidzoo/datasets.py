@@ -30,6 +30,7 @@ from .errors import AvidzooError
 from .io import MediaFile, find_media
 from .io.inputs import readable_media
 from .io.sampling import random_start, uniform_starts
+from .transforms import clip_seconds
 
 __all__ = ["DatasetError", "LabelledMedia", "VideoFolder", "VideoCSV", "UCF101", "HMDB51", "ESC50", "open_dataset",
            "LabelledClips"]
@@ -296,7 +297,7 @@ class LabelledClips(torch.utils.data.Dataset):
         self.clips_per_video, self.test_clips, self.seed = clips_per_video, test_clips, seed
         cfg = transform.config
         self.num_frames, self.fps = int(cfg["num_frames"]), float(cfg["fps"])
-        self.clip_duration = self.num_frames / self.fps
+        self.clip_duration = clip_seconds(cfg, "video")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

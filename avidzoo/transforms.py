@@ -23,8 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange, reduce
 
-__all__ = ["VideoTransform", "AudioTransform", "Transforms"]
+__all__ = ["VideoTransform", "AudioTransform", "Transforms", "clip_seconds"]
+
+
+def clip_seconds(config: Mapping[str, Any], modality: str) -> float:
+    """Seconds one clip covers, from a modality's preprocessing config: video ``num_frames / fps`` (the frames it
+    decodes), audio ``clip_duration``. Configs also store the video's ``clip_duration``; this is the rule it follows."""
+    if modality == "video":
+        return int(config["num_frames"]) / float(config["fps"])
+    return float(config["clip_duration"])
 
 
 class VideoTransform:
@@ -70,17 +79,17 @@ class VideoTransform:
         batched = x.ndim == 5
         if not batched:
             x = x.unsqueeze(0)
-        x = x.permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+        x = rearrange(x, "b t h w c -> b t c h w")
         x = self._random_views(x) if self.train else self._center_views(x)
         b, t = x.shape[:2]
         mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-        x = ((x - mean) / std).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T, S, S)
+        x = rearrange((x - mean) / std, "b t c h w -> b c t h w").contiguous()
         return x if batched else x[0]
 
     def _center_views(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = x.shape
-        x = x.reshape(b * t, 3, h, w).float()
+        x = rearrange(x, "b t c h w -> (b t) c h w").float()
         # Short side to `resize`, the long side scaled and truncated as PIL/torchvision Resize(int) does.
         size = (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
         if size != (h, w):
@@ -88,7 +97,7 @@ class VideoTransform:
         top = int(round((size[0] - self.crop_size) / 2.0))
         left = int(round((size[1] - self.crop_size) / 2.0))
         x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
-        return x.reshape(b, t, 3, self.crop_size, self.crop_size)
+        return rearrange(x, "(b t) c h w -> b t c h w", b=b)
 
     def _random_views(self, x: torch.Tensor) -> torch.Tensor:
         from torchvision import tv_tensors
@@ -165,15 +174,15 @@ class AudioTransform:
         stft = torch.stft(mono, self.n_fft, self.hop_length, window=window, center=True, pad_mode="reflect",
                           return_complex=True)
         power = stft.real.square() + stft.imag.square()  # (B, n_fft/2 + 1, frames)
-        b, _, frames = power.shape
-        pooled = torch.cat([power[:, :1], power[:, 1:].reshape(b, self.freq_bins - 1, 2, frames).mean(2)], dim=1)
+        # DC kept, then each pair of neighbouring bins averaged: 513 -> 257 bins.
+        pooled = torch.cat([power[:, :1], reduce(power[:, 1:], "b (f two) t -> b f t", "mean", two=2)], dim=1)
         pooled = pooled[:, :, : self.num_frames]
         db = 10.0 * torch.log10(pooled.clamp_min(float(self.config["db_amin"])))
         floor = db.amax(dim=(1, 2), keepdim=True) - float(self.config["top_db"])
         db = torch.maximum(db, floor)
         mean, std = self.mean.to(db.device), self.std.to(db.device)
         db = (db - mean[:, None]) / (std[:, None] + self.eps)
-        return db.transpose(1, 2).unsqueeze(1).contiguous()
+        return rearrange(db, "b f t -> b 1 t f").contiguous()
 
     @property
     def output_shape(self) -> tuple[int, int, int]:

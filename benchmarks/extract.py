@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import avidzoo  # noqa: E402
 from avidzoo.extract import FeatureExtractor  # noqa: E402
+from avidzoo.extract.dataset import ClipDataset  # noqa: E402
 from avidzoo.io import MediaFile, uniform_starts  # noqa: E402
 
 from decode import original_clip  # noqa: E402
@@ -90,7 +91,7 @@ def main() -> None:
         fx = FeatureExtractor(model, clips_per_video=args.clips, progress=False)
         dataset_inputs = []  # (c): the same clips, decoded and transformed beforehand
         for p in paths:
-            item = avidzoo.extract.ClipDataset([p], transforms, ("video", "audio"), args.clips)[0]
+            item = ClipDataset([p], transforms, ("video", "audio"), args.clips)[0]
             dataset_inputs.append((item["video"], item["audio"]))
 
         def run_c():

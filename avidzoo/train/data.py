@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..io import MediaFile
-from ..transforms import Transforms
+from ..transforms import Transforms, clip_seconds
 
 log = logging.getLogger("avidzoo")
 
@@ -35,8 +35,8 @@ class AVPairDataset(torch.utils.data.Dataset):
         self.epoch = 0
         v, a = transforms.config["video"], transforms.config["audio"]
         self.num_frames, self.fps = int(v["num_frames"]), float(v["fps"])
-        self.video_duration = self.num_frames / self.fps
-        self.audio_duration, self.sample_rate = float(a["clip_duration"]), int(a["sample_rate"])
+        self.video_duration, self.audio_duration = clip_seconds(v, "video"), clip_seconds(a, "audio")
+        self.sample_rate = int(a["sample_rate"])
         self._durations: dict[int, float] = {}
 
     def set_epoch(self, epoch: int) -> None:

@@ -31,6 +31,7 @@ from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from ..evaluate import predict_clips, report_from_logits
 from ..factory import create_model, create_transforms, from_pretrained
 from ..manifest import get_manifest
+from ..transforms import clip_seconds
 from .data import GlobalBatchSampler
 from .guard import StepGuard
 from .runs import (
@@ -126,7 +127,7 @@ def _build_model(cfg: FinetuneConfig, classes: list[str]):
     pre = preprocessing["video"]
     train_aug = {**pre.get("train", {}), **cfg.video.get("train", {})}
     pre.update({k: v for k, v in cfg.video.items() if k != "train"}, train=train_aug, num_frames=cfg.frames)
-    pre["clip_duration"] = cfg.frames / float(pre["fps"])
+    pre["clip_duration"] = clip_seconds(pre, "video")
     model.update_config(preprocessing=preprocessing)
     return model
 

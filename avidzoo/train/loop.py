@@ -28,6 +28,7 @@ from ..factory import create_model, create_transforms, from_pretrained
 from ..io import find_media
 from ..io.inputs import readable_media
 from ..manifest import get_manifest
+from ..transforms import clip_seconds
 from .data import AVPairDataset, GlobalBatchSampler
 from .distributed import all_reduce_mean, convert_global_batchnorm
 from .guard import StepGuard
@@ -161,7 +162,7 @@ def pretrain(config: PretrainConfig) -> Path:
     pre["video"].update(cfg.video)
     pre["audio"].update(cfg.audio)
     if "num_frames" in cfg.video or "fps" in cfg.video:
-        pre["video"]["clip_duration"] = pre["video"]["num_frames"] / pre["video"]["fps"]
+        pre["video"]["clip_duration"] = clip_seconds(pre["video"], "video")
     if "clip_duration" in cfg.audio and "num_frames" not in cfg.audio:
         pre["audio"]["num_frames"] = int(round(cfg.audio["clip_duration"] * 100))
     training = dataclasses.asdict(cfg)

@@ -1,0 +1,69 @@
+"""File -> model inputs: one DataLoader item per media file, its clips decoded and transformed in a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DecodeError
+from ..io import MediaFile, uniform_starts
+from ..transforms import Transforms, clip_seconds
+
+__all__ = ["ClipDataset", "collate_items", "init_worker"]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """One item per media file: ``clips_per_video`` uniformly spaced clips, decoded and transformed.
+
+    Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F), "has_audio"}`` or
+    ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised).
+    """
+
+    def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
+                 clips_per_video: int) -> None:
+        self.paths = list(paths)
+        self.transforms = transforms
+        self.modalities = tuple(modalities)
+        self.clips_per_video = clips_per_video
+        pre = transforms.config
+        self.video_cfg, self.audio_cfg = pre["video"], pre["audio"]
+        # Clips of both modalities start together (as in pretraining at test time); the window is the longer one.
+        self.window = max(clip_seconds(pre[m], m) for m in self.modalities)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path = self.paths[i]
+        try:
+            with MediaFile(path, threads=1) as f:
+                starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
+                item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
+                                        "duration": f.info.duration}
+                if "video" in self.modalities:
+                    v = self.video_cfg
+                    frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
+                                          short_side=int(v["resize"]))
+                    item["video"] = self.transforms.video(torch.stack(frames))
+                if "audio" in self.modalities:
+                    item["has_audio"] = f.info.has_audio  # without, its features are those of silence
+                    a = self.audio_cfg
+                    waves = f.read_audio(starts, clip_seconds(a, "audio"), sample_rate=int(a["sample_rate"]))
+                    item["audio"] = self.transforms.audio(torch.stack(waves))
+            return item
+        except DecodeError as e:
+            return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
+        except Exception as e:  # an unexpected failure on one file must not end a long run
+            return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+
+
+def collate_items(items: list[dict]) -> list[dict]:
+    """Items stay whole: files have different numbers of clips and some carry an error instead."""
+    return items
+
+
+def init_worker(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode; the main process owns the cores for the model

@@ -1,0 +1,174 @@
+"""Model inputs -> features: the encoders prepared once for inference and run in batches on the device."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .._env import autocast_dtype, default_device
+from ..manifest import get_manifest
+from ..models.avid import AVIDModel
+from ..models.fuse import fuse_batchnorm
+
+__all__ = ["ClipEncoder", "parse_dtype", "model_fingerprint"]
+
+log = logging.getLogger("avidzoo")
+
+Layer = str  # "pool" | "proj" | "conv1" .. "conv5x"
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``"bf16"``/``"fp16"``/``"fp32"`` (or a torch dtype); ``None`` is the device's default autocast dtype."""
+    if dtype is None:
+        return autocast_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of bf16, fp16, fp32, got {dtype!r}")
+    return names[dtype]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the state dict (names and bytes): which weights made an output folder."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class ClipEncoder:
+    """The towers of an :class:`AVIDModel` prepared for inference: the chosen layer (pooled to the original
+    linear-probe grid for intermediate maps), BatchNorm folded, channels_last_3d video, optional ``torch.compile``;
+    run in chunks of ``batch_size`` under autocast, halving the chunk on CUDA out-of-memory.
+
+    ``model`` must already be the model to run (see :class:`~avidzoo.extract.FeatureExtractor` for the arguments).
+    """
+
+    def __init__(
+        self,
+        model: AVIDModel,
+        *,
+        modalities: Sequence[str],
+        layer: Layer = "pool",
+        clip_agg: Literal["mean", "max", "none"] = "mean",
+        normalize: bool = False,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        fuse: bool = True,
+    ) -> None:
+        self.modalities = tuple(modalities)
+        missing = [m for m in self.modalities if m not in model.modalities]
+        if missing:
+            raise ValueError(f"the model has no {' or '.join(missing)} tower (it has {model.modalities})")
+        if clip_agg not in ("mean", "max", "none"):
+            raise ValueError(f"clip_agg must be 'mean', 'max' or 'none', got {clip_agg!r}")
+        self.grids = get_manifest().data["protocols"]["intermediate_features"]
+        if layer not in ("pool", "proj"):
+            for m in self.modalities:
+                if layer not in self.grids[m]["grid"]:
+                    raise ValueError(f"layer {layer!r} is not one of pool, proj, "
+                                     f"{', '.join(self.grids[m]['grid'])} for the {m} tower")
+        if layer == "proj" and model.embed_dim is None:
+            raise ValueError("layer='proj' needs the projection heads, which this model does not have")
+        self.model = model.eval()
+        self.layer, self.clip_agg, self.normalize = layer, clip_agg, normalize
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = parse_dtype(dtype, self.device)
+        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
+        self.channels_last = channels_last
+        net = fuse_batchnorm(model) if fuse else model
+        net = net.to(self.device)
+        if channels_last and "video" in self.modalities:
+            net.video_encoder.to(memory_format=torch.channels_last_3d)
+        self._net = net
+        self._encode = {m: self._encoder_fn(m) for m in self.modalities}
+        if compile:
+            self._encode = {m: torch.compile(fn, dynamic=True) for m, fn in self._encode.items()}
+        self.fingerprint = model_fingerprint(model)
+
+    def _encoder_fn(self, modality: str):
+        net, layer = self._net, self.layer
+        if layer in ("pool", "proj"):
+            enc = net.encode_video if modality == "video" else net.encode_audio
+            return lambda x: enc(x, project=layer == "proj")
+        grid = self.grids[modality]
+        size = grid["grid"][layer]
+        pools = {("video", "max"): F.adaptive_max_pool3d, ("video", "avg"): F.adaptive_avg_pool3d,
+                 ("audio", "max"): F.adaptive_max_pool2d, ("audio", "avg"): F.adaptive_avg_pool2d}
+        pool = pools[(modality, grid["pool"])]
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(pool(net.forward_features(x, modality=modality)[layer], size), 1)
+
+        return encode
+
+    def feature_dim(self, modality: str) -> int:
+        """D of one clip's features for ``modality`` at this layer."""
+        if self.layer == "pool":
+            return self.model.num_features
+        if self.layer == "proj":
+            return int(self.model.embed_dim)
+        channels = self.model.feature_channels(modality)[self.layer]
+        size = self.grids[modality]["grid"][self.layer]
+        return channels * math.prod(size)
+
+    @torch.inference_mode()
+    def encode(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-clip features of model inputs: video ``(B, 3, T, H, W)``, audio ``(B, 1, T, F)`` (already
+        transformed). Returns ``{modality: (B, D)}`` float32 on the CPU, L2-normalised if ``normalize``."""
+        out = {}
+        for modality, x in (("video", video), ("audio", audio)):
+            if x is None:
+                continue
+            if modality not in self.modalities:
+                raise ValueError(f"this extractor runs {self.modalities}, not {modality}")
+            out[modality] = self._run(modality, x)
+        return out
+
+    def _run(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Forward in chunks of ``batch_size``; on out-of-memory, halve the chunk and retry (and keep it halved)."""
+        parts = []
+        i = 0
+        while i < x.shape[0]:
+            chunk = x[i:i + self.batch_size]
+            try:
+                parts.append(self._forward(modality, chunk))
+                i += chunk.shape[0]
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory: batch size lowered to %d clips", self.batch_size)
+        return torch.cat(parts) if parts else torch.empty(0)
+
+    def _forward(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if modality == "video" and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            z = self._encode[modality](x)
+        z = z.float()
+        if self.normalize:
+            z = F.normalize(z, dim=-1)
+        return z.cpu()
+
+    def aggregate(self, clip_features: torch.Tensor) -> torch.Tensor:
+        """``(clips, D)`` -> ``(D,)`` by ``clip_agg`` (``"none"`` keeps ``(clips, D)``)."""
+        if self.clip_agg == "none":
+            return clip_features
+        z = clip_features.mean(0) if self.clip_agg == "mean" else clip_features.amax(0)
+        return F.normalize(z, dim=-1) if self.normalize else z

@@ -1,0 +1,287 @@
+"""The extraction pipeline: files -> DataLoader workers (decode, transform) -> batches of clips from several files
+-> the encoders -> per-file aggregation -> memory or an output folder, with a progress bar and torchrun sharding."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from .._env import init_distributed, show_progress
+from .._files import write_text_atomic
+from .._version import __version__
+from ..config import normalize_modalities
+from ..factory import create_transforms, from_pretrained
+from ..io import find_media
+from ..models.avid import AVIDModel
+from .dataset import ClipDataset, collate_items, init_worker
+from .encoder import ClipEncoder, Layer
+from .store import (
+    META_FILE,
+    ExtractionResult,
+    ShardWriter,
+    check_meta,
+    done_paths,
+    merge_index,
+    reset_output,
+)
+
+__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher"]
+
+
+class ClipBatcher:
+    """Packs whole files' clips into batches of about ``batch_size`` clips for ``encoder``, and hands back each
+    file's aggregated features as soon as its batch has run.
+
+    ``add(item)`` queues a decoded item (``item["n"]`` clips) and yields the files it completes; ``flush()`` runs
+    what is left. Both yield ``(item, {modality: features})``. ``clips_done`` counts the clips encoded.
+    """
+
+    def __init__(self, encoder: ClipEncoder) -> None:
+        self.encoder = encoder
+        self.pending: deque[dict] = deque()
+        self.queued = 0
+        self.clips_done = 0
+
+    def add(self, item: dict) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+        self.pending.append(item)
+        self.queued += item["n"]
+        yield from self._run(flush=False)
+
+    def flush(self) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+        yield from self._run(flush=True)
+
+    def _run(self, flush: bool) -> Iterator[tuple[dict, dict[str, torch.Tensor]]]:
+        enc = self.encoder
+        while self.pending and (self.queued >= enc.batch_size or flush):
+            take, members = 0, []
+            for item in self.pending:  # whole files, up to about batch_size clips
+                members.append(item)
+                take += item["n"]
+                if take >= enc.batch_size:
+                    break
+            feats = enc.encode(**{m: torch.cat([it[m] for it in members]) for m in enc.modalities})
+            offset = 0
+            for it in members:
+                self.pending.popleft()
+                self.queued -= it["n"]
+                per_file = {m: enc.aggregate(feats[m][offset:offset + it["n"]]) for m in enc.modalities}
+                offset += it["n"]
+                self.clips_done += it["n"]
+                yield it, per_file
+
+
+class FeatureExtractor(ClipEncoder):
+    """Embeddings from AVID encoders, for files or for tensors you decoded yourself.
+
+    Args:
+        model: an :class:`AVIDModel`, or anything :func:`avidzoo.from_pretrained` accepts.
+        modalities: towers to run; default every tower the model has.
+        clips_per_video: clips per file, uniformly spaced (the original evaluation's ``linspace`` rule).
+        clip_agg: ``"mean"`` or ``"max"`` over a file's clips, or ``"none"`` to keep every clip.
+        layer: ``"pool"`` (512-d pooled features), ``"proj"`` (128-d pretraining embedding), or an intermediate map
+            ``"conv1"`` .. ``"conv5x"`` pooled to the original linear-probe grid (manifest ``protocols``).
+        normalize: L2-normalise each clip's features (and the aggregate).
+        batch_size: clips per forward pass (mixed across files); halved automatically on CUDA out-of-memory.
+        num_workers: DataLoader processes that decode and transform.
+        device: default CUDA when available. dtype: ``"bf16"``/``"fp16"``/``"fp32"``; default bf16 (or fp16) autocast
+            on CUDA, fp32 on CPU. channels_last: channels_last_3d memory format for the video encoder.
+        compile: wrap the encoders in ``torch.compile``. fuse: fold BatchNorm into the convolutions (inference only).
+    """
+
+    def __init__(
+        self,
+        model: AVIDModel | str | os.PathLike,
+        *,
+        modalities: str | Sequence[str] | None = None,
+        clips_per_video: int = 10,
+        clip_agg: Literal["mean", "max", "none"] = "mean",
+        layer: Layer = "pool",
+        normalize: bool = False,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        fuse: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        wanted = normalize_modalities(modalities) if modalities is not None else None
+        if not isinstance(model, AVIDModel):
+            model = from_pretrained(model, modalities=wanted)
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be at least 1, got {clips_per_video}")
+        super().__init__(model, modalities=wanted or model.modalities, layer=layer, clip_agg=clip_agg,
+                         normalize=normalize, batch_size=batch_size, device=device, dtype=dtype,
+                         channels_last=channels_last, compile=compile, fuse=fuse)
+        self.clips_per_video = clips_per_video
+        cuda = self.device.type == "cuda"
+        self.num_workers = num_workers if num_workers is not None else min(8 if cuda else 1, os.cpu_count() or 1)
+        self.progress = progress
+        self.transforms = create_transforms(model)
+
+    def __call__(
+        self, frames: torch.Tensor | None = None, waveforms: torch.Tensor | None = None,
+        sample_rate: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-clip features of raw clips: frames ``(B, T, H, W, 3)`` or one clip ``(T, H, W, 3)`` (uint8, or float
+        in [0, 255]) and/or waveforms ``(B, C, N)`` or one clip ``(C, N)`` / ``(N,)`` at ``sample_rate`` (default: the
+        model's, 24 kHz). Returns ``{modality: (B, D)}``, B = 1 for a single clip."""
+        video = self.transforms.video(frames) if frames is not None else None
+        audio = self.transforms.audio(waveforms, sample_rate) if waveforms is not None else None
+        if video is not None and video.dim() == 4:  # one clip (3, T, S, S)
+            video = video[None]
+        if audio is not None and audio.dim() == 3:  # one clip (1, T, F)
+            audio = audio[None]
+        return self.encode(video=video, audio=audio)
+
+    # -- files --------------------------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        """What an output folder records about the run (``meta.json``); resuming checks it."""
+        cfg = self.model.config
+        return {
+            "avidzoo_version": __version__,
+            "model": cfg.get("model"), "weights": cfg.get("weights"), "method": cfg.get("method"),
+            "source_hashes": (cfg.get("source") or {}).get("hashes"),
+            "model_fingerprint": self.fingerprint,
+            "preprocessing": {m: cfg["preprocessing"][m] for m in self.modalities},
+            "modalities": list(self.modalities), "layer": self.layer, "clip_agg": self.clip_agg,
+            "normalize": self.normalize, "clips_per_video": self.clips_per_video,
+            "feature_dims": {m: self.feature_dim(m) for m in self.modalities},
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "license": cfg.get("license"),
+        }
+
+    def extract(
+        self,
+        inputs: str | os.PathLike | Iterable[str | os.PathLike],
+        out: str | os.PathLike | None = None,
+        *,
+        resume: bool = True,
+        retry_failed: bool = False,
+        shard_size: int = 256,
+    ) -> ExtractionResult | Path:
+        """Features of every file in ``inputs`` (see :func:`avidzoo.io.find_media`).
+
+        Without ``out``: an :class:`ExtractionResult` in memory. With ``out``: written to that folder (see
+        :mod:`avidzoo.extract.store`), which is returned. ``resume`` skips files already in the folder's index (failed
+        ones too, unless ``retry_failed``). Under ``torchrun`` each rank takes a disjoint share and rank 0 merges the
+        index.
+        """
+        paths = find_media(inputs)
+        rank, world, _ = init_distributed()
+        if out is None:
+            if world > 1:
+                raise ValueError("under torchrun, pass out=DIR: each rank writes its own shards")
+            return self._extract_to_memory(paths)
+        return self._extract_to_dir(paths, Path(out), resume=resume, retry_failed=retry_failed,
+                                    shard_size=shard_size, rank=rank, world=world)
+
+    def _loader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
+        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_items,
+            pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if self.num_workers else None,
+            prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
+        )
+
+    def _iterate(self, paths: Sequence[Path]) -> Iterator[tuple[dict, dict[str, torch.Tensor] | None]]:
+        """Yield ``(item, features or None)`` per file, in completion order; clips of several files share batches."""
+        batcher = ClipBatcher(self)
+        t0 = time.perf_counter()
+        with tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress),
+                  dynamic_ncols=True) as bar:
+            def report(done):
+                bar.update(1)
+                bar.set_postfix(clips_s=f"{batcher.clips_done / (time.perf_counter() - t0):.1f}", refresh=False)
+                return done
+
+            for batch in self._loader(paths):
+                for item in batch:
+                    if "error" in item:
+                        yield report((item, None))
+                        continue
+                    item["n"] = len(item["starts"])
+                    for done in batcher.add(item):
+                        yield report(done)
+            for done in batcher.flush():
+                yield report(done)
+
+    def _extract_to_memory(self, paths: Sequence[Path]) -> ExtractionResult:
+        rows: dict[int, tuple[dict, dict]] = {}
+        failed = {}
+        for item, feats in self._iterate(paths):
+            if feats is None:
+                failed[item["path"]] = item["error"]
+            else:
+                rows[item["index"]] = (item, feats)
+        order = sorted(rows)
+        features = {m: torch.stack([rows[i][1][m] for i in order]) if order else
+                    torch.empty(0, self.feature_dim(m)) for m in self.modalities}
+        return ExtractionResult(paths=[rows[i][0]["path"] for i in order], features=features,
+                                clip_starts=[rows[i][0]["starts"] for i in order], failed=failed, meta=self.meta(),
+                                no_audio=[rows[i][0]["path"] for i in order if rows[i][0].get("has_audio") is False])
+
+    def _extract_to_dir(self, paths, out: Path, *, resume, retry_failed, shard_size, rank, world) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = self.meta()
+        meta_path = out / META_FILE
+        if rank == 0:
+            if meta_path.exists() and resume:
+                check_meta(meta_path, meta)
+            elif not resume:
+                reset_output(out)
+            meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            if not meta_path.exists():
+                write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+        _barrier(world)
+        if rank != 0:
+            check_meta(meta_path, meta)
+        done = done_paths(out, retry_failed) if resume else set()
+        _barrier(world)  # every rank has read the same index before anyone appends to it
+        todo = [p for p in paths if str(p) not in done]
+        mine = todo[rank::world]
+        writer = ShardWriter(out, rank, shard_size, self.modalities)
+        try:
+            for item, feats in self._iterate(mine):
+                writer.add(item, feats)
+        finally:
+            writer.close()
+        _barrier(world)
+        if rank == 0:
+            merge_index(out, [str(p) for p in paths])
+        _barrier(world)
+        return out
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def extract_features(
+    model: AVIDModel | str | os.PathLike,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = True,
+    retry_failed: bool = False,
+    shard_size: int = 256,
+    **kwargs: Any,
+) -> ExtractionResult | Path:
+    """Embeddings of media files. ``kwargs`` configure the :class:`FeatureExtractor` (modalities, clips_per_video,
+    clip_agg, layer, normalize, batch_size, num_workers, device, dtype, channels_last, compile).
+
+    Returns an :class:`ExtractionResult` when ``out`` is None, else the output folder (read it back with
+    :func:`~avidzoo.extract.load_features`)."""
+    extractor = FeatureExtractor(model, **kwargs)
+    return extractor.extract(inputs, out, resume=resume, retry_failed=retry_failed, shard_size=shard_size)
