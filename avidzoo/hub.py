@@ -205,11 +205,16 @@ def load_weights(
     return config, state
 
 
+def weights_folders(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None) -> list[Path]:
+    """Where ``spec``'s converted weights may live, in the order they are looked for: the drop folder
+    (``AVIDZOO_WEIGHTS_DIR``), then the cache."""
+    drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
+    return ([Path(drop) / spec.name] if drop else []) + [cache_dir(cache_dir_) / "weights" / spec.name]
+
+
 def weights_folder(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None) -> Path | None:
     """The folder that already holds ``spec``'s converted weights (the drop folder's, else the cache's), or None."""
-    cache = cache_dir(cache_dir_)
-    drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
-    for folder in ([Path(drop) / spec.name] if drop else []) + [cache / "weights" / spec.name]:
+    for folder in weights_folders(spec, cache_dir_):
         if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
             return folder
     return None

@@ -85,11 +85,8 @@ def _verify_file(path: Path, report: VerifyReport) -> None:
 def _verify_registry(name: str, cache_dir: str | os.PathLike | None, report: VerifyReport) -> None:
     spec, _ = resolve_weights(name)
     report.target = spec.name
-    folders = [hub.cache_dir(cache_dir) / "weights" / spec.name]
-    if os.environ.get("AVIDZOO_WEIGHTS_DIR"):
-        folders.insert(0, Path(os.environ["AVIDZOO_WEIGHTS_DIR"]) / spec.name)
     found = False
-    for folder in folders:
+    for folder in hub.weights_folders(spec, cache_dir):
         if (folder / WEIGHTS_FILE).is_file():
             found = True
             source = (json.loads((folder / CONFIG_FILE).read_text()).get("source") or {}).get("hashes")
