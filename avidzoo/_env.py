@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["env_flag", "is_offline", "cache_dir", "hf_endpoint", "show_progress", "default_device",
-           "autocast_dtype", "rank_world", "init_distributed"]
+           "autocast_dtype", "slurm_array_task", "rank_world", "init_distributed"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -59,6 +59,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def slurm_array_task() -> tuple[int, int] | None:
+    """``(task, tasks)`` of a SLURM job array (task counted from 0), or None outside one."""
+    if "SLURM_ARRAY_TASK_ID" not in os.environ or "SLURM_ARRAY_TASK_COUNT" not in os.environ:
+        return None
+    first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+    return int(os.environ["SLURM_ARRAY_TASK_ID"]) - first, int(os.environ["SLURM_ARRAY_TASK_COUNT"])
 
 
 def rank_world() -> tuple[int, int]:

@@ -21,8 +21,10 @@ from ._version import __version__
 from .datasets import open_dataset
 from .errors import AvidzooError
 from .evaluate import evaluate
-from .extract import INDEX_FILE, extract_features, read_index
+from .extract import INDEX_FILE, export_features, extract_features, extract_with_ray, parse_shard
+from .extract import status as extract_status
 from .factory import from_pretrained, list_models
+from .io import find_media
 from .manifest import get_manifest
 from .probe import linear_probe
 from .score import score_av
@@ -101,13 +103,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-EXTRACT_EXAMPLE = """example:
+EXTRACT_EXAMPLE = """examples:
   avidzoo extract videos/ more/*.mp4 list.txt --model cross_avid_r2plus1d.kinetics --out feats/ \\
       --clips-per-video 10 --layer pool --batch-size 32 --workers 8
+  avidzoo extract videos/ --model M --out feats/ --shard 3/8        # worker 3 of 8, started whenever
+  avidzoo extract videos/ --model M --out feats/ --shard slurm      # in a SLURM job array
+  avidzoo extract --status feats/ videos/                           # done / failed / remaining, all writers
 
-  feats/index.jsonl has one line per video (path, shard, row, clip start times, status or error) and
-  feats/shards/*.safetensors the features; read them with avidzoo.load_features("feats/"). Rerunning the same
-  command resumes: finished videos are skipped. Under torchrun every rank takes its share of the videos.
+  feats/shards/*.safetensors hold the features, feats/parts/*.jsonl one line per video and writer (path, shard,
+  row, clip start times, status or error), feats/index.jsonl a snapshot of all of them; read them with
+  avidzoo.load_features("feats/"). Any number of extract commands may write to one folder at once; rerunning a
+  command resumes (finished videos are skipped). Under torchrun every rank takes its share of the videos.
 """
 
 
@@ -117,21 +123,36 @@ def _extractor_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-
+    if args.status:
+        report = extract_status(args.status, find_media(args.inputs) if args.inputs else None)
+        print(f"{args.status}: {report}")
+        for path, err in list(report.failed.items())[:10]:
+            print(f"  failed: {path}: {err}")
+        return 0
+    if not args.inputs or not args.model or not args.out:
+        raise ValueError("extract needs INPUTS, --model and --out (or --status DIR)")
     t0 = time.perf_counter()
-    out = extract_features(args.model, args.inputs, out=args.out, resume=not args.no_resume,
-                           retry_failed=args.retry_failed,
-                           modalities=args.modalities.split(",") if args.modalities else None,
-                           layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize,
-                           **_extractor_kwargs(args))
-    rows = read_index(out / INDEX_FILE)
-    failed = [r for r in rows if r["status"] != "ok"]
-    print(f"done: {len(rows) - len(failed)} videos, failed: {len(failed)}, elapsed: "
-          f"{time.perf_counter() - t0:.1f} s, output: {out}")
-    for r in failed[:10]:
-        print(f"  failed: {r['path']}: {r.get('error')}")
-    if len(failed) > 10:
-        print(f"  ... and {len(failed) - 10} more (see {out / INDEX_FILE})")
+    shard = parse_shard(args.shard) if args.shard else None
+    options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
+                   modalities=args.modalities.split(",") if args.modalities else None,
+                   layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, **_extractor_kwargs(args))
+    if args.engine == "ray":
+        out = extract_with_ray(args.model, args.inputs, args.out, address=args.ray_address, **options)
+    else:
+        out = extract_features(args.model, args.inputs, out=args.out, **options)
+    report = extract_status(out)
+    print(f"done: {report.done} videos, failed: {len(report.failed)}, elapsed: "
+          f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
+    for path, err in list(report.failed.items())[:10]:
+        print(f"  failed: {path}: {err}")
+    if len(report.failed) > 10:
+        print(f"  ... and {len(report.failed) - 10} more (see {out / INDEX_FILE})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    path = export_features(args.folder, args.to)
+    print(f"wrote {path}")
     return 0
 
 
@@ -150,9 +171,10 @@ def _cmd_score_av(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_options(s: argparse.ArgumentParser) -> None:
-    s.add_argument("inputs", nargs="+", metavar="INPUTS", help="media files, folders, globs or .txt/.csv lists")
-    s.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+def _add_run_options(s: argparse.ArgumentParser, required: bool = True) -> None:
+    s.add_argument("inputs", nargs="+" if required else "*", metavar="INPUTS",
+                   help="media files, folders, globs or .txt/.csv lists")
+    s.add_argument("--model", required=required, metavar="NAME_OR_PATH",
                    help="registry name, hf-hub:ORG/REPO, local-dir:DIR, a folder, .safetensors or .pth.tar")
     s.add_argument("--clips-per-video", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default 64 GPU, 8 CPU)")
@@ -336,8 +358,17 @@ def _parser_verify(sub) -> None:
 def _parser_extract(sub) -> None:
     s = sub.add_parser("extract", help="embeddings of media files, written to a folder",
                        epilog=EXTRACT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_run_options(s)
-    s.add_argument("--out", required=True, metavar="DIR")
+    _add_run_options(s, required=False)
+    s.add_argument("--out", metavar="DIR", help="output folder (any number of extract commands may share it)")
+    s.add_argument("--shard", metavar="K/N", help="take every N-th input from the K-th (0-based), for N independent "
+                   "workers given the same inputs; 'slurm' reads the job array's task id and count")
+    s.add_argument("--status", metavar="DIR", help="print done / failed / remaining (of INPUTS, if given) across "
+                   "every writer of DIR, and exit")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (and torchrun ranks); ray: decoding as Ray Data tasks, encoders as "
+                   "actors on a Ray cluster (pip install 'avidzoo[ray]')")
+    s.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster (auto, ray://HOST:10001; default: "
+                   "a local Ray)")
     s.add_argument("--modalities", help="video, audio or video,audio (default: every tower the model has)")
     s.add_argument("--layer", default="pool", help="pool (512-d), proj (128-d), conv1 .. conv5x (probe grids)")
     s.add_argument("--clip-agg", choices=["mean", "max", "none"], default="mean")
@@ -345,6 +376,13 @@ def _parser_extract(sub) -> None:
     s.add_argument("--no-resume", action="store_true", help="start the output folder over")
     s.add_argument("--retry-failed", action="store_true", help="on resume, try the failed files again")
     s.set_defaults(func=_cmd_extract)
+
+
+def _parser_export(sub) -> None:
+    s = sub.add_parser("export", help="an extraction folder as one Parquet or .npz file for pandas, datasets, numpy")
+    s.add_argument("folder", metavar="DIR", help="a folder written by avidzoo extract")
+    s.add_argument("--to", required=True, metavar="FILE", help="features.parquet (needs pyarrow) or features.npz")
+    s.set_defaults(func=_cmd_export)
 
 
 def _parser_score_av(sub) -> None:
@@ -441,8 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what is fetched and from where")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_parser_list, _parser_info, _parser_download, _parser_convert, _parser_verify, _parser_extract,
-                _parser_score_av, _parser_pretrain, _parser_finetune, _parser_evaluate, _parser_linear_probe,
-                _parser_env):
+                _parser_export, _parser_score_av, _parser_pretrain, _parser_finetune, _parser_evaluate,
+                _parser_linear_probe, _parser_env):
         add(sub)
     return p
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 import avidzoo
@@ -49,8 +51,12 @@ def test_hub_dependencies_cover_every_import():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"avidzoo"}
-    assert third_party <= set(deps), third_party - set(deps)
+    # Optional extras (pyproject's optional-dependencies, imported only where used) are not hub dependencies:
+    # torch.hub would refuse to load a model without them.
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    optional = {re.split(r"[\[<>=~! ]", req)[0] for name, reqs in extras.items() if name != "dev" for req in reqs}
+    third_party = imported - set(sys.stdlib_module_names) - {"avidzoo"} - optional
+    assert {"ray", "pyarrow"} <= optional and third_party <= set(deps), third_party - set(deps)
 
 
 def test_hub_load_untrained():

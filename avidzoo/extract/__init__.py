@@ -6,8 +6,11 @@ features on the device), ``pipeline`` (batching clips across files, progress, to
 """
 
 from .encoder import ClipEncoder
-from .pipeline import FeatureExtractor, extract_features
-from .store import INDEX_FILE, META_FILE, ExtractionResult, load_features, read_index
+from .export import export_features
+from .pipeline import FeatureExtractor, extract_features, parse_shard
+from .ray_engine import extract_with_ray
+from .store import INDEX_FILE, META_FILE, ExtractionResult, StoreStatus, load_features, read_index, read_rows, status
 
-__all__ = ["FeatureExtractor", "ClipEncoder", "extract_features", "load_features", "read_index", "ExtractionResult",
+__all__ = ["FeatureExtractor", "ClipEncoder", "extract_features", "load_features", "read_index", "read_rows",
+           "status", "StoreStatus", "parse_shard", "export_features", "extract_with_ray", "ExtractionResult",
            "INDEX_FILE", "META_FILE"]

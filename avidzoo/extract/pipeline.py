@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 from collections import deque
@@ -15,8 +14,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from .._env import init_distributed, show_progress
-from .._files import write_text_atomic
+from .._env import init_distributed, show_progress, slurm_array_task
 from .._version import __version__
 from ..config import normalize_modalities
 from ..factory import create_transforms, from_pretrained
@@ -25,16 +23,17 @@ from ..models.avid import AVIDModel
 from .dataset import ClipDataset, collate_items, init_worker
 from .encoder import ClipEncoder, Layer
 from .store import (
-    META_FILE,
     ExtractionResult,
     ShardWriter,
-    check_meta,
+    claim_meta,
+    collect_garbage,
     done_paths,
-    merge_index,
+    new_writer_id,
     reset_output,
+    write_snapshot,
 )
 
-__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher"]
+__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher", "parse_shard"]
 
 
 class ClipBatcher:
@@ -169,15 +168,22 @@ class FeatureExtractor(ClipEncoder):
         resume: bool = True,
         retry_failed: bool = False,
         shard_size: int = 256,
+        shard: tuple[int, int] | None = None,
     ) -> ExtractionResult | Path:
         """Features of every file in ``inputs`` (see :func:`avidzoo.io.find_media`).
 
         Without ``out``: an :class:`ExtractionResult` in memory. With ``out``: written to that folder (see
-        :mod:`avidzoo.extract.store`), which is returned. ``resume`` skips files already in the folder's index (failed
-        ones too, unless ``retry_failed``). Under ``torchrun`` each rank takes a disjoint share and rank 0 merges the
-        index.
+        :mod:`avidzoo.extract.store`), which is returned; any number of processes may write to it at once.
+        ``resume`` skips files any writer has finished (failed ones too, unless ``retry_failed``). ``shard=(k, n)``
+        takes the files whose position in the input list is ``k`` modulo ``n``, so that n independent workers given
+        the same inputs cover them exactly once. Under ``torchrun`` each rank takes a disjoint share (of the shard).
         """
         paths = find_media(inputs)
+        if shard is not None:
+            k, n = shard
+            if not (n >= 1 and 0 <= k < n):
+                raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
+            paths = paths[k::n]
         rank, world, _ = init_distributed()
         if out is None:
             if world > 1:
@@ -233,34 +239,39 @@ class FeatureExtractor(ClipEncoder):
 
     def _extract_to_dir(self, paths, out: Path, *, resume, retry_failed, shard_size, rank, world) -> Path:
         out.mkdir(parents=True, exist_ok=True)
-        meta = self.meta()
-        meta_path = out / META_FILE
-        if rank == 0:
-            if meta_path.exists() and resume:
-                check_meta(meta_path, meta)
-            elif not resume:
-                reset_output(out)
-            meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            if not meta_path.exists():
-                write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+        meta = {**self.meta(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        if rank == 0 and not resume:
+            reset_output(out)
         _barrier(world)
-        if rank != 0:
-            check_meta(meta_path, meta)
+        claim_meta(out, meta)
+        writer_id = new_writer_id()
+        collect_garbage(out, keep=[writer_id])  # what killed writers left unindexed
         done = done_paths(out, retry_failed) if resume else set()
         _barrier(world)  # every rank has read the same index before anyone appends to it
         todo = [p for p in paths if str(p) not in done]
-        mine = todo[rank::world]
-        writer = ShardWriter(out, rank, shard_size, self.modalities)
+        writer = ShardWriter(out, shard_size, self.modalities, writer=writer_id)
         try:
-            for item, feats in self._iterate(mine):
+            for item, feats in self._iterate(todo[rank::world]):
                 writer.add(item, feats)
         finally:
             writer.close()
         _barrier(world)
         if rank == 0:
-            merge_index(out, [str(p) for p in paths])
-        _barrier(world)
+            write_snapshot(out, [str(p) for p in paths])
         return out
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``; ``"slurm"`` reads the job array's task and task count."""
+    if spec == "slurm":
+        task = slurm_array_task()
+        if task is None:
+            raise ValueError("--shard slurm: SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT are not set")
+        return task
+    k, sep, n = spec.partition("/")
+    if not sep or not k.isdigit() or not n.isdigit() or not int(k) < int(n):
+        raise ValueError(f"--shard must be K/N with 0 <= K < N (or 'slurm'), got {spec!r}")
+    return int(k), int(n)
 
 
 def _barrier(world: int) -> None:
@@ -276,6 +287,7 @@ def extract_features(
     resume: bool = True,
     retry_failed: bool = False,
     shard_size: int = 256,
+    shard: tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> ExtractionResult | Path:
     """Embeddings of media files. ``kwargs`` configure the :class:`FeatureExtractor` (modalities, clips_per_video,
@@ -284,4 +296,5 @@ def extract_features(
     Returns an :class:`ExtractionResult` when ``out`` is None, else the output folder (read it back with
     :func:`~avidzoo.extract.load_features`)."""
     extractor = FeatureExtractor(model, **kwargs)
-    return extractor.extract(inputs, out, resume=resume, retry_failed=retry_failed, shard_size=shard_size)
+    return extractor.extract(inputs, out, resume=resume, retry_failed=retry_failed, shard_size=shard_size,
+                             shard=shard)

@@ -1,28 +1,39 @@
-"""The output folder of an extraction: ``meta.json``, ``shards/*.safetensors`` and ``index.jsonl``.
+"""The output folder of an extraction, correct under any number of concurrent writers.
 
-``meta.json`` holds the model, weights fingerprint, preprocessing and settings; a shard holds the features of many
-files (rows in index order); ``index.jsonl`` has one line per file (path, shard, row, clip start times, status or
-error). While a run writes, each rank appends to ``parts/index-RRR.jsonl``; :func:`merge_index` folds the parts into
-``index.jsonl``. Shards are written atomically and indexed only after they are on disk, so a run killed at any point
-resumes without losing or repeating a file.
+``meta.json`` holds the model, weights fingerprint, preprocessing and settings (created exclusively; a writer with
+other settings is refused). Every writer (a process: a torchrun rank, a ``--shard K/N`` worker, a second terminal, a
+Ray driver) has a name of its own (host, pid, random bits), so no two writers ever produce the same file: its features
+go to ``shards/<writer>-<seq>.safetensors`` (written atomically) and its rows to ``parts/<writer>.jsonl`` (appended
+after the shard is on disk; path, shard, row, clip start times, status or error). Readers (resume,
+:func:`load_features`, ``--status``) take the union of all parts: each file once, a success over an error, then the
+newest. ``index.jsonl`` is a snapshot of that picture in input order, written when a run ends. A SIGKILL loses at most
+a writer's buffered files; what a dead writer leaves unindexed is removed by the next writer (:func:`collect_garbage`,
+which recognises live writers by the file locks they hold).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
 
-__all__ = ["INDEX_FILE", "META_FILE", "ExtractionResult", "check_meta", "reset_output", "read_index", "done_paths",
-           "ShardWriter", "merge_index", "load_features"]
+__all__ = ["INDEX_FILE", "META_FILE", "ExtractionResult", "check_meta", "claim_meta", "reset_output", "read_index",
+           "read_rows", "done_paths", "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
+           "write_snapshot", "StoreStatus", "status", "load_features"]
 
 INDEX_FILE = "index.jsonl"
 META_FILE = "meta.json"
@@ -50,6 +61,7 @@ _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normal
 
 
 def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
+    """Refuse a folder whose ``meta.json`` was written with other settings (its features would not be comparable)."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -60,14 +72,38 @@ def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
                          "use another output folder, or --no-resume to start it over")
 
 
+def claim_meta(out: Path, meta: Mapping[str, Any]) -> None:
+    """Write ``meta.json`` if the folder has none, else check it. Creation is exclusive (a hard link of a complete
+    temporary file), so of two writers that start together with different settings, one is refused."""
+    dest = out / META_FILE
+    if not dest.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=out)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(meta, indent=2) + "\n")
+            try:
+                os.link(tmp, dest)
+                return
+            except FileExistsError:
+                pass
+            except OSError:  # a filesystem without hard links: a plain atomic rename, last writer wins
+                if not dest.exists():
+                    os.replace(tmp, dest)
+                    return
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    check_meta(dest, meta)
+
+
 def reset_output(out: Path) -> None:
+    """Remove everything an extraction wrote in ``out`` (``--no-resume``; not while other writers run)."""
     for p in [out / INDEX_FILE, out / META_FILE, *out.glob("parts/*.jsonl"), *out.glob("shards/*.safetensors"),
-              *out.glob("shards/.*.tmp")]:
+              *out.glob("shards/.*.tmp"), *out.glob("writers/*.lock")]:
         p.unlink(missing_ok=True)
 
 
 def read_index(path: Path) -> list[dict]:
-    """Lines of an index file; a torn last line (a kill mid-write) is ignored."""
+    """Lines of an index file; a torn line (a kill mid-write) is ignored."""
     rows = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -75,37 +111,66 @@ def read_index(path: Path) -> list[dict]:
         return rows
     for line in text.splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if isinstance(row, dict) and isinstance(row.get("path"), str) and row.get("status") in ("ok", "error"):
+            rows.append(row)
     return rows
 
 
-def index_files(out: Path) -> list[Path]:
-    return [out / INDEX_FILE, *sorted((out / "parts").glob("index-*.jsonl"))]
+def read_rows(out: Path) -> dict[str, dict]:
+    """The folder's consistent picture: one row per file over every writer's index part (and a snapshot
+    ``index.jsonl``), ``{path: row}``. A row whose shard is not on disk is ignored; of several rows for a file, a
+    success beats an error and then the newest wins (writers of the same settings compute the same features).
+    Files of the snapshot come first in its order, then the others by path."""
+    best: dict[str, tuple[tuple, dict]] = {}
+    shards = {p.name for p in (out / "shards").glob("*.safetensors")}
+    snapshot = read_index(out / INDEX_FILE)
+    for n, row in enumerate([*snapshot, *(r for f in sorted((out / "parts").glob("*.jsonl")) for r in read_index(f))]):
+        if row["status"] == "ok" and row.get("shard") not in shards:
+            continue
+        key = (row["status"] == "ok", float(row.get("t", 0.0)), n)
+        if row["path"] not in best or key > best[row["path"]][0]:
+            best[row["path"]] = (key, row)
+    order = {r["path"]: i for i, r in enumerate(snapshot)}
+    paths = sorted(best, key=lambda p: (order.get(p, len(order)), p))
+    return {p: best[p][1] for p in paths}
 
 
 def done_paths(out: Path, retry_failed: bool) -> set[str]:
-    done = set()
-    for f in index_files(out):
-        for row in read_index(f):
-            ok = row.get("status") == "ok" and (out / "shards" / row.get("shard", "")).is_file()
-            if ok or (row.get("status") == "error" and not retry_failed):
-                done.add(row["path"])
-    return done
+    """Files any writer has finished (failed ones too, unless ``retry_failed``)."""
+    return {p for p, r in read_rows(out).items() if r["status"] == "ok" or not retry_failed}
+
+
+def new_writer_id() -> str:
+    """A name no other writer, on this machine or another, will take: host, process and 32 random bits."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class ShardWriter:
-    """Buffers per-file features; every ``shard_size`` files writes a shard atomically, then indexes its rows."""
+    """One writer's output: its features in ``shards/<writer>-<seq>.safetensors`` (written atomically, every
+    ``shard_size`` files) and its rows in ``parts/<writer>.jsonl`` (appended and fsynced after the shard is on disk,
+    so an indexed row always has its data). Any number of writers can share a folder; a SIGKILL loses at most the
+    buffered files. While it runs, the writer holds the file lock ``writers/<writer>.lock``, which tells other writers
+    it is alive; see :func:`collect_garbage`."""
 
-    def __init__(self, out: Path, rank: int, shard_size: int, modalities: Sequence[str]) -> None:
-        self.out, self.rank, self.shard_size, self.modalities = out, rank, shard_size, tuple(modalities)
-        (out / "shards").mkdir(exist_ok=True)
-        (out / "parts").mkdir(exist_ok=True)
-        self.index = out / "parts" / f"index-{rank:03d}.jsonl"
-        existing = [int(p.stem.split("-")[-1]) for p in (out / "shards").glob(f"r{rank:03d}-*.safetensors")]
-        remove_stale_temps(out, f"r{rank:03d}-")  # a killed run of this rank can leave one half-written shard
-        self.seq = max(existing, default=-1) + 1
+    def __init__(self, out: Path, shard_size: int, modalities: Sequence[str], writer: str | None = None) -> None:
+        self.out, self.shard_size, self.modalities = out, shard_size, tuple(modalities)
+        self.writer = writer or new_writer_id()
+        for sub in ("shards", "parts", "writers"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        self.lock: FileLock | None = FileLock(str(out / "writers" / f"{self.writer}.lock"))
+        try:
+            # Another writer may be testing this new lock for an instant (live_writers); wait for it.
+            self.lock.acquire(timeout=30)
+        except Timeout:
+            raise
+        except Exception:  # a filesystem without locks: others count an untestable lock as live; nothing is lost
+            self.lock = None
+        self.index = out / "parts" / f"{self.writer}.jsonl"
+        self.seq = 0
         self.buffer: list[tuple[dict, dict]] = []
 
     def add(self, item: dict, feats: dict | None) -> None:
@@ -119,7 +184,7 @@ class ShardWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        name = f"r{self.rank:03d}-{self.seq:06d}.safetensors"
+        name = f"{self.writer}-{self.seq:06d}.safetensors"
         tensors = {m: torch.stack([f[m] for _, f in self.buffer]).contiguous() for m in self.modalities}
         with atomic_path(self.out / "shards" / name) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
@@ -132,13 +197,18 @@ class ShardWriter:
         self.buffer = []
 
     def _append(self, rows: list[dict]) -> None:
+        t = time.time()
         with open(self.index, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
+            f.write("".join(json.dumps({**r, "t": t}) + "\n" for r in rows))
             f.flush()
             os.fsync(f.fileno())
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def fsync(path: Path) -> None:
@@ -146,39 +216,94 @@ def fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def merge_index(out: Path, order: Sequence[str]) -> None:
-    """Write ``index.jsonl``: one line per file (the newest), in input order; drop shards no line refers to."""
-    latest: dict[str, dict] = {}
-    for f in index_files(out):
-        for row in read_index(f):
-            if row.get("status") == "ok" and not (out / "shards" / row.get("shard", "")).is_file():
-                continue
-            latest[row["path"]] = row
+def _shard_writer(name: str) -> str:
+    """The writer of a shard (``WRITER-SEQ.safetensors``) or of a temporary one (``.WRITER-SEQ.safetensors.X.tmp``)."""
+    return name.lstrip(".").split(".safetensors")[0].rsplit("-", 1)[0]
+
+
+def live_writers(out: Path) -> set[str]:
+    """Writers whose lock is held now (their process is running). A lock that cannot be tested counts as live."""
+    live = set()
+    for lock_file in (out / "writers").glob("*.lock"):
+        lock = FileLock(str(lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            live.add(lock_file.stem)
+        except Exception:
+            live.add(lock_file.stem)
+        else:
+            lock.release()
+    return live
+
+
+def collect_garbage(out: Path, keep: Iterable[str] = ()) -> list[Path]:
+    """Remove what writers that are no longer running left behind: shards no index row refers to and temporary
+    shard files (a kill during a write). Writers in ``keep`` and those holding their lock are left alone, so this is
+    safe while others run. Returns the removed files."""
+    alive = live_writers(out) | set(keep)
+    used = {r.get("shard") for f in (out / "parts").glob("*.jsonl") for r in read_index(f)}
+    used |= {r.get("shard") for r in read_index(out / INDEX_FILE)}
+    removed = []
+    for f in [*(out / "shards").glob("*.safetensors"), *(out / "shards").glob(".*.tmp")]:
+        if _shard_writer(f.name) in alive or (f.suffix == ".safetensors" and f.name in used):
+            continue
+        f.unlink(missing_ok=True)
+        removed.append(f)
+    return removed
+
+
+def write_snapshot(out: Path, order: Sequence[str] = ()) -> list[dict]:
+    """Write ``index.jsonl``: the consistent picture (:func:`read_rows`), one line per file, ``order`` first. It is a
+    convenience for people and tools; readers of the folder use every writer's part, so it may lag behind them."""
+    rows = read_rows(out)
     position = {p: i for i, p in enumerate(order)}
-    rows = sorted(latest.values(), key=lambda r: (position.get(r["path"], len(position)), r["path"]))
+    ordered = sorted(rows.values(), key=lambda r: (position.get(r["path"], len(position)), r["path"]))
     with atomic_path(out / INDEX_FILE) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in ordered), encoding="utf-8")
         fsync(tmp)
-    for part in (out / "parts").glob("index-*.jsonl"):
-        part.unlink()
-    used = {r["shard"] for r in rows if r.get("status") == "ok"}
-    for shard in (out / "shards").glob("*.safetensors"):
-        if shard.name not in used:
-            shard.unlink()
-    remove_stale_temps(out)  # every rank has finished: no temporary file here is still being written
+    return ordered
 
 
-def remove_stale_temps(out: Path, prefix: str = "") -> None:
-    """Delete temporary shard files (``atomic_path`` names them ``.NAME.XXXX.tmp``) starting with ``prefix``."""
-    for tmp in (out / "shards").glob(f".{prefix}*.tmp"):
-        tmp.unlink(missing_ok=True)
+@dataclass
+class StoreStatus:
+    """Where a folder stands across all writers: files ``done`` and ``failed`` (``{path: error}``), ``remaining``
+    of the given inputs, writers seen and those running now, and garbage a finished writer would remove."""
+
+    done: int
+    failed: dict[str, str]
+    remaining: list[str] | None
+    writers: list[str]
+    running: list[str]
+    orphans: int
+
+    def __str__(self) -> str:
+        rem = "?" if self.remaining is None else str(len(self.remaining))
+        return (f"done: {self.done}, failed: {len(self.failed)}, remaining: {rem}; writers: {len(self.writers)} "
+                f"({len(self.running)} running); orphaned shard files: {self.orphans}")
+
+
+def status(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] | None = None) -> StoreStatus:
+    """The :class:`StoreStatus` of an output folder (``inputs``: the full list of files, for ``remaining``)."""
+    out = Path(out)
+    rows = read_rows(out)
+    done = sum(r["status"] == "ok" for r in rows.values())
+    failed = {p: r.get("error", "") for p, r in rows.items() if r["status"] == "error"}
+    remaining = None if inputs is None else [str(p) for p in inputs if str(p) not in rows]
+    writers = sorted({f.stem for f in (out / "parts").glob("*.jsonl")})
+    running = sorted(live_writers(out))
+    used = {r.get("shard") for f in (out / "parts").glob("*.jsonl") for r in read_index(f)}
+    orphans = sum(1 for f in (out / "shards").glob("*.safetensors") if f.name not in used
+                  and _shard_writer(f.name) not in running) + sum(1 for f in (out / "shards").glob(".*.tmp")
+                                                                   if _shard_writer(f.name) not in running)
+    return StoreStatus(done, failed, remaining, writers, running, orphans)
 
 
 def load_features(out: str | os.PathLike) -> ExtractionResult:
     """Read an output folder written by :func:`extract_features` back into an :class:`ExtractionResult`."""
     out = Path(out)
     meta = json.loads((out / META_FILE).read_text())
-    rows = read_index(out / INDEX_FILE)
+    rows = read_rows(out).values()
     shards: dict[str, dict[str, torch.Tensor]] = {}
     paths, starts, failed, no_audio = [], [], {}, []
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in meta["modalities"]}

@@ -1,0 +1,153 @@
+"""Extraction on a Ray cluster (``pip install "avidzoo[ray]"``): decoding and transforms run as Ray Data CPU tasks
+anywhere in the cluster, the encoders as a pool of actors that each take a GPU when the cluster has them (else CPUs),
+and the driver writes the results into the usual output folder as one more writer (see :mod:`.store`), so resume,
+``--status`` and :func:`~avidzoo.extract.load_features` work unchanged.
+
+Between stages, a file's tensors travel as safetensors bytes (no pickling of data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from ..io import find_media
+from ..models.avid import AVIDModel
+from ..transforms import Transforms
+from .dataset import ClipDataset
+from .encoder import ClipEncoder
+from .pipeline import FeatureExtractor
+from .store import ShardWriter, claim_meta, collect_garbage, done_paths, new_writer_id, reset_output, write_snapshot
+
+__all__ = ["extract_with_ray", "RAY_HINT"]
+
+RAY_HINT = 'the Ray engine needs Ray Data: pip install "avidzoo[ray]"'
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise ImportError(RAY_HINT) from e
+    return ray
+
+
+class _Decode:
+    """Ray Data CPU task: a row ``{"index", "path"}`` -> the decoded, transformed clips as safetensors bytes."""
+
+    def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int) -> None:
+        self.dataset = ClipDataset([], transforms, modalities, clips_per_video)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.dataset.paths = [row["path"]]
+        item = self.dataset[0]
+        tensors = {m: item.pop(m) for m in ("video", "audio") if m in item}
+        item["index"] = int(row["index"])
+        return {"item": json.dumps(item), "tensors": save_tensors(tensors) if tensors else b""}
+
+
+class _Encode:
+    """Ray Data actor: batches of decoded files -> per-file features (safetensors bytes), on its GPU or CPU."""
+
+    def __init__(self, config: dict, state: Any, options: dict[str, Any]) -> None:
+        ray = _import_ray()
+        model = AVIDModel(config)
+        model.load_state_dict(ray.get(state) if isinstance(state, ray.ObjectRef) else state)
+        options = dict(options)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder = ClipEncoder(model, device=options.pop("device", None) or device, **options)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [json.loads(s) for s in batch["item"]]
+        tensors = [load_tensors(bytes(b)) if len(b) else {} for b in batch["tensors"]]
+        ok = [i for i, it in enumerate(items) if "error" not in it]
+        out = [b""] * len(items)
+        if ok:
+            enc = self.encoder
+            feats = enc.encode(**{m: torch.cat([tensors[i][m] for i in ok]) for m in enc.modalities})
+            offset = 0
+            for i in ok:
+                n = len(items[i]["starts"])
+                out[i] = save_tensors({m: enc.aggregate(feats[m][offset:offset + n]).contiguous()
+                                       for m in enc.modalities})
+                offset += n
+        return {"item": batch["item"], "features": np.array(out, dtype=object)}
+
+
+def extract_with_ray(
+    model: AVIDModel | str | os.PathLike,
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    files_per_batch: int = 8,
+    resume: bool = True,
+    retry_failed: bool = False,
+    shard_size: int = 256,
+    shard: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Extract features of ``inputs`` into the folder ``out`` with Ray.
+
+    ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``); default a local Ray on this machine (or the
+    one ``ray.init`` already started). ``actors``: encoder actors, default one per GPU in the cluster, else one.
+    ``files_per_batch``: files per encoder call (their clips share one forward pass). ``kwargs`` configure the
+    extraction as for :class:`FeatureExtractor` (``modalities``, ``clips_per_video``, ``layer``, ``clip_agg``,
+    ``normalize``, ``batch_size``, ``dtype``, ...); ``num_workers``, ``progress`` and ``compile`` do not apply.
+    """
+    ray = _import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    kwargs.pop("num_workers", None)
+    kwargs.pop("progress", None)
+    # The driver's extractor checks the options, and describes the run (meta.json) exactly as the plain engine does.
+    driver = FeatureExtractor(model, device="cpu", num_workers=0, progress=False, **kwargs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        reset_output(out)
+    claim_meta(out, driver.meta())
+    writer_id = new_writer_id()
+    collect_garbage(out, keep=[writer_id])
+    paths = find_media(inputs)
+    if shard is not None:
+        paths = paths[shard[0]::shard[1]]
+    done = done_paths(out, retry_failed) if resume else set()
+    todo = [str(p) for p in paths if str(p) not in done]
+    writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)
+    try:
+        if todo:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            n_actors = actors or max(gpus, 1)
+            config, state = driver.model.config, {k: v.cpu() for k, v in driver.model.state_dict().items()}
+            options = {"modalities": driver.modalities, "layer": driver.layer, "clip_agg": driver.clip_agg,
+                       "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
+                       "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
+                       "fuse": kwargs.get("fuse", True), "device": kwargs.get("device")}
+            ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(todo)])
+            ds = ds.map(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
+                                                        "modalities": driver.modalities,
+                                                        "clips_per_video": driver.clips_per_video},
+                        num_cpus=1, concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
+            ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
+                                                                "options": options},
+                                batch_size=files_per_batch, batch_format="numpy", concurrency=n_actors,
+                                num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
+            for row in ds.iter_rows():
+                item = json.loads(row["item"])
+                feats = load_tensors(bytes(row["features"])) if len(row["features"]) else None
+                writer.add(item, feats)
+    finally:
+        writer.close()
+    write_snapshot(out, [str(p) for p in paths])
+    return out

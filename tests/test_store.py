@@ -1,0 +1,218 @@
+"""Many writers on one output folder: real processes, overlapping inputs, a SIGKILL at a random moment, --shard
+workers, --status, and settings that differ. Every file's features must equal a clean single-process run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from numpy import load as np_load
+from numpy import stack as np_stack
+
+import avidzoo
+from avidzoo.cli import main as cli
+from avidzoo.extract import load_features, read_rows, status
+from avidzoo.extract.store import ShardWriter, collect_garbage, live_writers
+
+from media import make_linked_videos
+
+FILES = 16
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A depth-10 model on 4x32x32 clips and 0.64-s audio, so that a file takes a few milliseconds."""
+    torch.manual_seed(0)
+    m = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10)
+    pre = m.config["preprocessing"]
+    pre["video"].update(num_frames=4, crop_size=32, resize=36, clip_duration=0.25)
+    pre["audio"].update(clip_duration=0.64, num_frames=64)
+    m.update_config(preprocessing=pre)
+    return m.save_pretrained(tmp_path_factory.mktemp("small") / "model")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    paths = make_linked_videos(root, classes=4, per_class=FILES // 4, seconds=1.0)
+    (root / "zz_broken.mp4").write_bytes(b"not a video" * 100)
+    return sorted([*paths, root / "zz_broken.mp4"])
+
+
+@pytest.fixture(scope="module")
+def clean(small_model, media, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "feats"
+    avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
+    return load_features(out)
+
+
+WRITER = """
+import sys, json, avidzoo
+paths = json.loads(sys.argv[3])
+avidzoo.extract_features(sys.argv[1], paths, out=sys.argv[2], clips_per_video=2, num_workers=0, shard_size=1,
+                         progress=False)
+"""
+
+
+def writer(model, out, paths) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(model), str(out), json.dumps([str(p) for p in paths])],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def assert_same_as_clean(out: Path, clean) -> None:
+    """Every file once, with the features a clean single-process run gives it (row by row), the same failures."""
+    got = load_features(out)
+    assert sorted(got.paths) == sorted(set(got.paths)) == sorted(clean.paths)
+    assert got.failed.keys() == clean.failed.keys()
+    row = {p: i for i, p in enumerate(got.paths)}
+    for i, p in enumerate(clean.paths):
+        for m in ("video", "audio"):
+            torch.testing.assert_close(got[m][row[p]], clean[m][i], rtol=1e-5, atol=1e-5, msg=f"{p} {m}")
+        assert got.clip_starts[row[p]] == clean.clip_starts[i]
+
+
+def test_concurrent_writers_with_a_sigkill_then_a_rerun(small_model, media, clean, tmp_path):
+    out = tmp_path / "shared"
+    # Three writers at once with overlapping inputs (A: 0-9, B: 6-16, C: all, killed at a random moment).
+    procs = [writer(small_model, out, media[:10]), writer(small_model, out, media[6:]), writer(small_model, out, media)]
+    rng = random.Random(int(time.time()))
+    kill_after_rows = rng.randint(1, 6)
+    deadline = time.time() + 240
+    while time.time() < deadline and procs[2].poll() is None:  # C killed after its k-th indexed file, k random
+        mine = list((out / "parts").glob(f"*-{procs[2].pid}-*.jsonl")) if (out / "parts").is_dir() else []
+        if mine and len(mine[0].read_text().splitlines()) >= kill_after_rows:
+            break
+        time.sleep(0.005)
+    procs[2].send_signal(signal.SIGKILL)
+    for p in procs:
+        p.wait(timeout=240)
+    assert [p.returncode for p in procs] == [0, 0, -signal.SIGKILL], [p.stderr.read() for p in procs[:2]]
+    print(f"writer C killed after {kill_after_rows} indexed files")
+    # Whatever the kill left, the folder reads as a consistent picture already: each file once, its own features.
+    rows = read_rows(out)
+    assert len(rows) == len(set(rows)) and all(r["path"] in map(str, media) for r in rows.values())
+    # A rerun over everything finishes the job and clears what the dead writer left unindexed.
+    (out / "shards" / f".{procs_writer_of_kill(out, procs)}-000099.safetensors.half.tmp").write_bytes(b"partial")
+    rerun = writer(small_model, out, media)
+    assert rerun.wait(timeout=240) == 0, rerun.stderr.read()
+    assert_same_as_clean(out, clean)
+    indexed = {r["shard"] for r in read_rows(out).values() if r["status"] == "ok"}
+    used = {json.loads(line).get("shard") for f in (out / "parts").glob("*.jsonl")
+            for line in f.read_text().splitlines() if line.strip()}
+    on_disk = {p.name for p in (out / "shards").iterdir()}
+    assert indexed <= on_disk and on_disk <= used, on_disk - used  # no orphan shard, no temporary file
+    st = status(out, [str(p) for p in media])
+    assert (st.done, len(st.failed), st.remaining, st.running, st.orphans) == (FILES, 1, [], [], 0)
+    assert len(st.writers) >= 3
+
+
+def procs_writer_of_kill(out: Path, procs) -> str:
+    """The writer name of the killed process (parts/<host>-<pid>-<random>.jsonl)."""
+    pid = procs[2].pid
+    names = [p.stem for p in (out / "parts").glob("*.jsonl") if p.stem.split("-")[-2] == str(pid)]
+    return names[0] if names else f"deadhost-{pid}-00000000"
+
+
+def test_shard_workers_cover_the_inputs_once(small_model, media, clean, tmp_path, capsys):
+    out = tmp_path / "sharded"
+    inputs = [str(p) for p in media]
+    for k in (2, 0, 1):  # any order, no coordinator
+        assert cli(["extract", *inputs, "--model", str(small_model), "--out", str(out), "--shard", f"{k}/3",
+                    "--clips-per-video", "2", "--workers", "0", "-q"]) == 0
+        printed = capsys.readouterr().out
+        assert f"(shard {k}/3)" in printed
+    assert_same_as_clean(out, clean)
+    writers = {p.stem for p in (out / "parts").glob("*.jsonl")}
+    assert len(writers) == 3
+    for f in (out / "parts").glob("*.jsonl"):  # each worker took exactly its own files
+        mine = {json.loads(line)["path"] for line in f.read_text().splitlines()}
+        k = next(k for k in range(3) if mine <= set(inputs[k::3]))
+        assert mine == set(inputs[k::3])
+    assert cli(["extract", "--status", str(out), *inputs]) == 0
+    assert f"done: {FILES}, failed: 1, remaining: 0; writers: 3 (0 running)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="K/N with 0 <= K < N"):
+        avidzoo.extract.parse_shard("3/3")
+
+
+def test_shard_slurm_reads_the_job_array(monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert avidzoo.extract.parse_shard("slurm") == (2, 4)
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_ID"):
+        avidzoo.extract.parse_shard("slurm")
+
+
+def test_a_writer_with_other_settings_is_refused(small_model, media, tmp_path):
+    out = tmp_path / "mixed"
+    avidzoo.extract_features(small_model, media[:2], out=out, clips_per_video=2, num_workers=0, progress=False)
+    with pytest.raises(ValueError, match="other settings .*clips_per_video"):
+        avidzoo.extract_features(small_model, media[2:4], out=out, clips_per_video=3, num_workers=0, progress=False)
+    # a torn line in any writer's part is ignored
+    part = next((out / "parts").glob("*.jsonl"))
+    part.write_text(part.read_text() + '{"path": "x.mp4", "status": "o')
+    assert len(read_rows(out)) == 2
+
+
+def test_live_writers_are_left_alone(tmp_path):
+    """Garbage collection removes what dead writers left, never what a running one is writing."""
+    out = tmp_path / "gc"
+    w = ShardWriter(out, shard_size=10, modalities=("video",))
+    (out / "shards" / f"{w.writer}-000000.safetensors").write_bytes(b"in flight")  # written, not yet indexed
+    (out / "shards" / "deadhost-1-abcdef12-000000.safetensors").write_bytes(b"orphan")
+    (out / "shards" / ".deadhost-1-abcdef12-000001.safetensors.x.tmp").write_bytes(b"half")
+    assert w.writer in live_writers(out)
+    removed = sorted(p.name for p in collect_garbage(out))
+    assert removed == [".deadhost-1-abcdef12-000001.safetensors.x.tmp", "deadhost-1-abcdef12-000000.safetensors"]
+    assert (out / "shards" / f"{w.writer}-000000.safetensors").exists()
+    w.close()
+    assert w.writer not in live_writers(out)
+
+
+def test_ray_engine_equals_the_plain_path(small_model, media, clean, tmp_path):
+    """Decoding as Ray Data tasks, the encoder as an actor, on a local Ray with 2 CPUs; the same folder format."""
+    ray = pytest.importorskip("ray", reason='the Ray engine is an extra: pip install "avidzoo[ray]"')
+    from avidzoo.extract import extract_with_ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        out = extract_with_ray(small_model, media, tmp_path / "ray", clips_per_video=2, files_per_batch=4)
+        assert_same_as_clean(out, clean)
+        assert status(out).done == FILES
+        # resume: a second run finds nothing to do, and a plain writer may share the folder
+        extract_with_ray(small_model, media, out, clips_per_video=2)
+        avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
+        assert_same_as_clean(out, clean)
+    finally:
+        ray.shutdown()
+
+
+def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
+    out = tmp_path / "feats"
+    avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
+    assert cli(["export", str(out), "--to", str(tmp_path / "f.npz")]) == 0
+    with np_load(tmp_path / "f.npz") as z:  # no pickles needed
+        assert list(z["paths"]) == clean.paths and list(z["failed_paths"]) == list(clean.failed)
+        torch.testing.assert_close(torch.from_numpy(z["video"]), clean["video"])
+        assert z["clip_starts"].shape == (FILES, 2) and z["has_audio"].all()
+    pq = pytest.importorskip("pyarrow.parquet", reason='Parquet export needs pyarrow: pip install "avidzoo[parquet]"')
+    assert cli(["export", str(out), "--to", str(tmp_path / "f.parquet")]) == 0
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert table.num_rows == FILES + 1 and table.column("status").to_pylist().count("error") == 1
+    df = table.to_pandas()
+    ok = df[df.status == "ok"]
+    assert list(ok.path) == clean.paths
+    torch.testing.assert_close(torch.from_numpy(np_stack(list(ok.audio))), clean["audio"])
+    assert b"avidzoo_meta" in table.schema.metadata
+    with pytest.raises(ValueError, match=r"\.parquet or \.npz"):
+        avidzoo.extract.export_features(out, tmp_path / "f.csv")
