@@ -236,15 +236,49 @@ def test_rotation_metadata(tmp_path):
         read_video_clip(path, rotation="error")
 
 
+def original_rule(times: list[float], targets: list[float], rate: float) -> list[int]:
+    """The original AVID code's pick, from the facts: target number int((t - start) * rate), then the first frame
+    whose absolute number time * rate reaches it."""
+    start = times[0]
+    return [min(i for i, ft in enumerate(times) if ft * rate >= int((x - start) * rate) - 1e-9) for x in targets]
+
+
 def test_variable_frame_rate(tmp_path):
     times = [0.0, 0.05, 0.1, 0.3, 0.32, 0.34, 0.5, 0.7, 0.75, 0.9, 1.0, 1.1]
     path = make_video(tmp_path / "vfr.mp4", frame_times=times, audio=False)
-    clip = read_video_clip(path, 0.0, num_frames=8, fps=16)
+    clip = read_video_clip(path, 0.0, num_frames=8, fps=16, frame_times="timestamps")
     targets = [k / 16 for k in range(8)]
     expected = [max(i for i, t in enumerate(times) if t <= x + 1e-6) for x in targets]  # the frame on screen
     assert [frame_index(f.numpy()) for f in clip] == expected
+    with MediaFile(path) as f:  # the original rule counts frames at the stream's average rate
+        rate = f.info.fps  # the stream's average rate
+        picked = [frame_index(x.numpy()) for x in f.read_video([0.0], num_frames=8, fps=16)[0]]
+    assert picked == original_rule(times, targets, rate)
     with pytest.raises(VariableFrameRateError, match="vfr.mp4: frame intervals vary"):
         read_video_clip(path, on_vfr="error")
+
+
+@pytest.mark.parametrize("rule", ["original", "timestamps"])
+def test_a_stream_that_starts_late(tmp_path, rule):
+    """H.264 in MP4 often starts two frames in (B-frame delay). The original lags by that start and repeats the
+    first frame; the timestamp rule takes the frame on screen. On a stream starting at 0 both are the same."""
+    times = [2 / 24 + i / 24 for i in range(48)]
+    late = make_video(tmp_path / "late.mp4", fps=24, frame_times=times, audio=False)
+    zero = make_video(tmp_path / "zero.mp4", fps=24, seconds=2, audio=False)
+    starts, targets = [0.0, 0.9], [[s + k / 16 for k in range(8)] for s in (0.0, 0.9)]
+    with MediaFile(late, frame_times=rule) as f:
+        assert f.info.video_start == pytest.approx(2 / 24, abs=1e-3)
+        ms = [round(t, 3) for t in times]  # the file's millisecond timestamps
+        rate = f.info.fps  # the stream's average rate
+        got = [[frame_index(x.numpy()) for x in clip] for clip in f.read_video(starts, num_frames=8, fps=16)]
+    if rule == "original":
+        assert got == [original_rule(ms, t, rate) for t in targets]
+        assert got[0][:3] == [0, 0, 0]  # the lag: the first frame repeats
+    else:
+        assert got == [[max(i for i, ft in enumerate(ms) if ft <= x + 1e-6) if x >= ms[0] else 0 for x in t]
+                       for t in targets]
+    with MediaFile(zero, frame_times="original") as a, MediaFile(zero, frame_times="timestamps") as b:
+        assert all(torch.equal(x, y) for x, y in zip(a.read_video(starts), b.read_video(starts)))
 
 
 def open_fds() -> int:

@@ -1,10 +1,19 @@
 """Decode clips from media files with PyAV, reproducing the original AVID frame and sample selection.
 
-Video: a clip starting at ``start`` takes frames at target times ``start + k / fps`` (k < ``num_frames``). Each
-target gets the frame on screen at that time: the last frame whose timestamp is at or before it. For a constant
-frame rate this is exactly the original rule, frame index ``floor((t - stream_start) * native_fps)``, so frames
-repeat when the native rate is below ``fps``; for a variable frame rate it follows the real timestamps. Targets past
-the end of the stream are filled by repeating the clip from its first frame (the original ``pad_missing``).
+Video: a clip starting at ``start`` takes frames at target times ``t = start + k / fps`` (k < ``num_frames``); frames
+repeat when the native rate is below ``fps``. Which frame a target gets, ``frame_times``:
+
+* ``"original"`` (default), as the original pipeline picked them and the released numbers were computed: the target
+  frame number ``int((t - stream_start) * native_fps)`` (relative to the video stream's start), and the first frame
+  whose *absolute* frame number ``pts * time_base * native_fps`` (exact) reaches it. On a stream that starts late (H.264
+  in MP4 often starts two frames in, for the B-frame delay) this lags by the stream's start and repeats the first frame.
+* ``"timestamps"``: the frame on screen at ``t``, the last one whose timestamp is at or before it (a variable frame
+  rate follows the real timestamps).
+
+On a stream that starts at 0 with exact timestamps the two rules pick the same frames.
+
+Targets past the end of the stream are filled by repeating the clip from its first frame (the original
+``pad_missing``).
 
 Audio: resampled by FFmpeg's resampler to signed 16-bit mono at the target rate and divided by 32767, as the original;
 zeros before the first sample and after the last.
@@ -96,6 +105,8 @@ class MediaFile:
             returns them as stored, ``"error"`` raises :class:`RotationError` for a rotated video.
         on_vfr: ``"timestamps"`` (default) selects frames by their real timestamps, ``"error"`` raises
             :class:`VariableFrameRateError` for a video whose frame timing is irregular.
+        frame_times: ``"original"`` (default) or ``"timestamps"``: which time a clip's frame targets refer to on a
+            video stream that does not start at 0 (see the module docstring).
     """
 
     def __init__(
@@ -105,9 +116,13 @@ class MediaFile:
         threads: int = 0,
         rotation: Literal["apply", "ignore", "error"] = "apply",
         on_vfr: Literal["timestamps", "error"] = "timestamps",
+        frame_times: Literal["original", "timestamps"] = "original",
     ) -> None:
+        if frame_times not in ("original", "timestamps"):
+            raise ValueError(f"frame_times must be 'original' or 'timestamps', got {frame_times!r}")
         self.path = Path(path)
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
+        self.frame_times = frame_times
         if not self.path.is_file():
             raise MediaNotFoundError(self.path, "no such file")
         if self.path.stat().st_size == 0:
@@ -236,9 +251,14 @@ class MediaFile:
 
     def _decode_group(self, stream, group_starts, indices, clips, num_frames, fps, short_side) -> None:
         targets = sorted((s + k / fps, ci, k) for ci, s in zip(indices, group_starts) for k in range(num_frames))
+        original = self.frame_times == "original"
+        rate = stream.average_rate or Fraction(self.info.fps or 30.0).limit_denominator(1001)
+        # The original's target frame numbers: int() of a float, relative to the stream's start.
+        wanted = [int((t - self.info.video_start) * float(rate)) for t, _, _ in targets]
         chosen: dict[tuple[int, int], object] = {}
         first_t = targets[0][0]
-        self._seek(stream, first_t)
+        self._seek(stream, min(first_t, self.info.video_start + max(wanted[0], 0) / float(rate)) if original
+                   else first_t)
         prev = None
         last_time = None
         deltas: list[float] = []
@@ -249,10 +269,17 @@ class MediaFile:
                 if last_time is not None and t > last_time:
                     deltas.append(t - last_time)
                 last_time = t
-                while pos < len(targets) and t > targets[pos][0] + _EPS:
-                    _, ci, k = targets[pos]
-                    chosen[(ci, k)] = prev if prev is not None else frame
-                    pos += 1
+                if original:  # the first frame whose absolute frame number reaches the target's
+                    number = frame.pts * stream.time_base * rate if frame.pts is not None else t * float(rate)
+                    while pos < len(targets) and number >= wanted[pos]:
+                        _, ci, k = targets[pos]
+                        chosen[(ci, k)] = frame
+                        pos += 1
+                else:  # the last frame at or before the target time
+                    while pos < len(targets) and t > targets[pos][0] + _EPS:
+                        _, ci, k = targets[pos]
+                        chosen[(ci, k)] = prev if prev is not None else frame
+                        pos += 1
                 if pos == len(targets):
                     break
                 prev = frame
@@ -268,7 +295,7 @@ class MediaFile:
         # Targets after the last frame: shown while that frame lasts, missing after the stream's end.
         frame_dur = 1.0 / (self.info.fps or 30.0)
         end = last_time + frame_dur
-        while pos < len(targets) and targets[pos][0] < end - _EPS:
+        while not original and pos < len(targets) and targets[pos][0] < end - _EPS:
             _, ci, k = targets[pos]
             chosen[(ci, k)] = prev
             pos += 1
