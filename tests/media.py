@@ -58,8 +58,10 @@ def make_video(
     pattern: str = "index",
     crf: int = 10,
     gop: int | None = None,
+    bframes: int = 0,
 ) -> Path:
-    """Write an H.264/AAC MP4 (or whatever the suffix says). ``frame_times`` gives irregular (VFR) timestamps."""
+    """Write an H.264/AAC MP4 (or whatever the suffix says). ``frame_times`` gives irregular (VFR) timestamps;
+    ``gop`` the keyframe interval; ``bframes`` consecutive non-reference B-frames."""
     path = Path(path)
     options = {"movflags": "+faststart"} if faststart and path.suffix in (".mp4", ".mov", ".m4a") else {}
     container = av.open(str(path), "w", options=options)
@@ -68,7 +70,9 @@ def make_video(
         rate = int(round(fps)) if float(fps).is_integer() else fps
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": str(crf), **({"g": str(gop)} if gop else {})}
+        vs.options = {"preset": "ultrafast", "crf": str(crf), **({"g": str(gop)} if gop else {}),
+                      # B-frames that nothing references (no pyramid): the non-reference frames real files have
+                      **({"x264-params": f"bframes={bframes}:b-pyramid=none:scenecut=0"} if bframes else {})}
         if frame_times is not None:
             vs.codec_context.time_base = __import__("fractions").Fraction(1, 1000)
         if rotation is not None:

@@ -7,6 +7,7 @@ import math
 import os
 import random
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -326,3 +327,37 @@ def test_pipeline_matches_the_original_pil_path(tmp_path):
     ref = torch.from_numpy(np.stack(ref, axis=1)).float()
     assert ours.shape == ref.shape == (3, 8, 224, 224)
     assert float((ours - ref).abs().mean()) < 0.01  # normalised units: about half a grey level
+
+
+def all_frames(path) -> tuple[list[float], list[np.ndarray], float]:
+    """Every frame of the video, decoded with nothing skipped: (times, RGB arrays, average rate)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(s)]
+        return [t for t, _ in frames], [a for _, a in frames], float(s.average_rate)
+
+
+@pytest.mark.parametrize("kind", ["long_gop_bframes", "short_gop", "index"])
+def test_exact_savings_give_the_same_frames_as_decoding_everything(tmp_path, kind):
+    """Skipping non-reference frames outside the clips and seeking by keyframes must not change one bit of the
+    frames a clip takes, under either frame rule."""
+    if kind == "long_gop_bframes":  # a keyframe every 5 s, 3 B-frames: most frames are never needed
+        path = make_video(tmp_path / "v.mp4", fps=30, seconds=20, size=(160, 96), pattern="texture", gop=150,
+                          bframes=3, audio=False)
+    elif kind == "short_gop":
+        path = make_video(tmp_path / "v.mp4", fps=25, seconds=8, size=(160, 96), pattern="texture", gop=12,
+                          bframes=2, audio=False)
+    else:
+        path = make_video(tmp_path / "v.mp4", fps=30, seconds=6, audio=False)
+    times, arrays, rate = all_frames(path)
+    with MediaFile(path) as f:
+        starts = uniform_starts(f.info.duration, 0.5, 7)
+        original = f.read_video(starts, num_frames=8, fps=16)
+    with MediaFile(path, frame_times="timestamps") as f:
+        on_screen = f.read_video(starts, num_frames=8, fps=16)
+    for s, clip_o, clip_t in zip(starts, original, on_screen):
+        targets = [s + k / 16 for k in range(8)]
+        want_o = original_rule(times, targets, rate)
+        want_t = [max([i for i, t in enumerate(times) if t <= x + 1e-6] or [0]) for x in targets]
+        for got, want in ((clip_o, want_o), (clip_t, want_t)):
+            assert all(np.array_equal(g.numpy(), arrays[i]) for g, i in zip(got, want)), (s, want)

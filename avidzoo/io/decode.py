@@ -18,13 +18,17 @@ Targets past the end of the stream are filled by repeating the clip from its fir
 Audio: resampled by FFmpeg's resampler to signed 16-bit mono at the target rate and divided by 32767, as the original;
 zeros before the first sample and after the last.
 
-Speed: one open container serves every clip of a file; decoding starts at the keyframe before the first clip and
-stops after the last; only the frames a clip uses are converted to RGB, directly at the requested size by FFmpeg's
-scaler; codec threads are on. Nothing here holds a file open after ``close()`` / the ``with`` block.
+Speed, exactly (the frames a clip takes are bit-identical to decoding everything): one open container serves every
+clip of a file; the keyframe positions (read once from the packets, without decoding) decide for each clip whether to
+seek or to decode through from the previous one; outside the clips' time windows the decoder skips non-reference
+frames (``skip_frame=NONREF``: frames no other frame is predicted from, so skipping them changes nothing else) on a
+constant-frame-rate stream; only the frames a clip uses are converted to RGB, directly at the requested size by
+FFmpeg's scaler; codec threads are on. Nothing here holds a file open after ``close()`` / the ``with`` block.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from collections.abc import Sequence
@@ -51,7 +55,7 @@ from ..errors import (
 __all__ = ["MediaInfo", "MediaFile", "probe", "read_video_clip", "read_audio_clip"]
 
 _EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
-_SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through
+_SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through, when keyframes are unknown
 _TRUNCATION_SLACK = 0.5  # seconds a stream may end before its declared duration without being called truncated
 # First bytes of container formats: a file that has one of these but will not open is damaged, not "not media".
 _MAX_BAD_PACKETS = 64  # undecodable packets skipped in one read before the stream is called corrupt
@@ -105,8 +109,10 @@ class MediaFile:
             returns them as stored, ``"error"`` raises :class:`RotationError` for a rotated video.
         on_vfr: ``"timestamps"`` (default) selects frames by their real timestamps, ``"error"`` raises
             :class:`VariableFrameRateError` for a video whose frame timing is irregular.
-        frame_times: ``"original"`` (default) or ``"timestamps"``: which time a clip's frame targets refer to on a
-            video stream that does not start at 0 (see the module docstring).
+        frame_times: ``"original"`` (default) or ``"timestamps"``: which frame a clip's target takes (see the module
+            docstring).
+        exact_savings: keyframe-aware seeking and skipping of unneeded non-reference frames (default on; the frames
+            are the same either way, which a test checks; off is the plain decoder, for benchmarks).
     """
 
     def __init__(
@@ -117,12 +123,13 @@ class MediaFile:
         rotation: Literal["apply", "ignore", "error"] = "apply",
         on_vfr: Literal["timestamps", "error"] = "timestamps",
         frame_times: Literal["original", "timestamps"] = "original",
+        exact_savings: bool = True,
     ) -> None:
         if frame_times not in ("original", "timestamps"):
             raise ValueError(f"frame_times must be 'original' or 'timestamps', got {frame_times!r}")
         self.path = Path(path)
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
-        self.frame_times = frame_times
+        self.frame_times, self.exact_savings = frame_times, exact_savings
         if not self.path.is_file():
             raise MediaNotFoundError(self.path, "no such file")
         if self.path.stat().st_size == 0:
@@ -231,16 +238,42 @@ class MediaFile:
         stream = self._container.streams.video[0]
         order = sorted(range(len(starts)), key=lambda i: starts[i])
         clips: list[torch.Tensor | None] = [None] * len(starts)
-        # Clips close together share one decoding pass; a large gap means a new seek.
+        keyframes = self._keyframe_times(stream) if self.exact_savings else None
+        # Clips share one decoding pass unless a keyframe lies between them: then a seek skips the frames between.
         group: list[int] = []
         for i in order:
-            if group and starts[i] - (starts[group[-1]] + num_frames / fps) > _SEEK_GAP:
+            if group and self._seek_between(keyframes, starts[group[-1]] + num_frames / fps, starts[i]):
                 self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
                 group = []
             group.append(i)
         if group:
             self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
         return clips  # type: ignore[return-value]
+
+    def _keyframe_times(self, stream) -> list[float] | None:
+        """Presentation times of the video's keyframes, from its packets (demuxed once, not decoded); None when
+        they cannot be read."""
+        if getattr(self, "_keyframes", False) is not False:
+            return self._keyframes
+        times: list[float] | None = []
+        try:
+            self._seek_to(0.0, stream)
+            for packet in self._container.demux(stream):
+                if packet.is_keyframe and packet.pts is not None:
+                    times.append(float(packet.pts * stream.time_base))
+        except (av.error.FFmpegError, ValueError):
+            times = None
+        self._keyframes = sorted(times) if times else None
+        return self._keyframes
+
+    def _seek_between(self, keyframes: list[float] | None, done: float, start: float) -> bool:
+        """Whether the clip at ``start`` is better reached by a seek than by decoding on from ``done`` (seconds):
+        exactly when a keyframe lies after ``done`` and before the clip (decoding then restarts there anyway)."""
+        if keyframes is None:
+            return start - done > _SEEK_GAP
+        lead = start - self.info.video_start - 2.0 / (self.info.fps or 30.0)  # the earliest frame the clip may take
+        i = bisect.bisect_right(keyframes, lead) - 1
+        return i >= 0 and keyframes[i] > done + 1.0 / (self.info.fps or 30.0)
 
     @staticmethod
     def _output_size(frame, short_side: int | None) -> tuple[int, int] | None:
@@ -263,11 +296,14 @@ class MediaFile:
         last_time = None
         deltas: list[float] = []
         pos = 0
+        skipping = self._nonref_skipper(stream, targets, wanted if original else None, float(rate))
         try:
-            for frame in self._frames(stream):
+            for frame in self._frames(stream, skipping):
                 t = frame.time if frame.time is not None else (last_time or 0.0) + 1.0 / (self.info.fps or 30.0)
-                if last_time is not None and t > last_time:
+                if last_time is not None and t > last_time and not (skipping and skipping.skipped):
                     deltas.append(t - last_time)
+                if skipping:
+                    skipping.skipped = False
                 last_time = t
                 if original:  # the first frame whose absolute frame number reaches the target's
                     number = frame.pts * stream.time_base * rate if frame.pts is not None else t * float(rate)
@@ -314,12 +350,34 @@ class MediaFile:
                 arrays += arrays[: num_frames - len(arrays)]
             clips[ci] = torch.from_numpy(np.stack(arrays))
 
-    def _frames(self, stream):
+    def _nonref_skipper(self, stream, targets, wanted, rate: float) -> _NonRefSkipper | None:
+        """What may be skipped while decoding a group: non-reference frames outside every clip's window. Each window
+        runs from two frames before a clip's earliest possible frame to one frame past its last target, so no frame
+        a target could take is ever skipped. Off for variable frame rates, where no fixed margin is safe."""
+        if self.info.variable_frame_rate or not self.info.fps or not self.exact_savings:
+            return None
+        frame = 1.0 / self.info.fps
+        clips: dict[int, list[float]] = {}
+        for j, (t, ci, _) in enumerate(targets):
+            # the frame a target takes: timestamps rule, at or before t; original rule, number >= wanted
+            at = t if wanted is None else min(t, self.info.video_start + wanted[j] / rate)
+            clips.setdefault(ci, []).append(at)
+        windows = sorted((min(v) - 2 * frame, max(v) + 1.5 * frame) for v in clips.values())
+        return _NonRefSkipper(windows, stream.time_base)
+
+    def _frames(self, stream, skipper: _NonRefSkipper | None = None):
         """Decoded frames of ``stream`` from the current position; undecodable packets are skipped, as the ffmpeg
-        command line does, until there are too many."""
+        command line does, until there are too many. With ``skipper``, the decoder drops the non-reference frames of
+        packets outside its windows."""
         bad = 0
+        ctx = stream.codec_context
+        mode = "DEFAULT"
         try:
             for packet in self._container.demux(stream):
+                if skipper is not None:
+                    want = "NONREF" if skipper.outside(packet) else "DEFAULT"
+                    if want != mode:
+                        ctx.skip_frame = mode = want
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
@@ -330,6 +388,9 @@ class MediaFile:
                 yield from frames
         except av.error.FFmpegError as e:  # the demuxer itself gave up
             raise CorruptMediaError(self.path, f"cannot read the stream ({e})") from None
+        finally:
+            if mode != "DEFAULT":
+                ctx.skip_frame = "DEFAULT"
 
     def _seek(self, stream, t: float) -> None:
         self._seek_to(max(t - 0.5 / (self.info.fps or 30.0), 0.0), stream)
@@ -421,6 +482,22 @@ class MediaFile:
             return np.zeros(0, dtype=np.float32), lo
         data = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
         return data.astype(np.float32) / np.iinfo(np.int16).max, t0
+
+
+class _NonRefSkipper:
+    """Per packet: is its frame (by presentation time) outside every window? ``skipped`` notes that a packet was
+    decoded with skipping on since the last frame came out (frame intervals then say nothing about the rate)."""
+
+    def __init__(self, windows: list[tuple[float, float]], time_base: Fraction) -> None:
+        self.windows, self.time_base, self.skipped = windows, time_base, False
+
+    def outside(self, packet) -> bool:
+        if packet.pts is None or packet.is_keyframe:
+            return False
+        t = float(packet.pts * self.time_base)
+        out = not any(lo <= t <= hi for lo, hi in self.windows)
+        self.skipped |= out
+        return out
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
