@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._env import autocast_dtype
 from .._files import atomic_path
 from ..serialization import read_pretrained_dir
 from .distributed import init_distributed
@@ -102,7 +103,7 @@ def amp_settings(amp: bool | str, device: torch.device) -> Precision:
     """
     if amp is True or amp == "auto":
         enabled = device.type == "cuda"
-        dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+        dtype = autocast_dtype(device) if enabled else torch.float16
     elif amp in ("bf16", "fp16"):
         enabled, dtype = True, torch.bfloat16 if amp == "bf16" else torch.float16
         if device.type == "cpu":
