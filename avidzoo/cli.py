@@ -135,7 +135,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
                    modalities=args.modalities.split(",") if args.modalities else None,
-                   layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, **_extractor_kwargs(args))
+                   layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, sampling=args.sampling,
+                   **_extractor_kwargs(args))
     if args.engine == "ray":
         out = extract_with_ray(args.model, args.inputs, args.out, address=args.ray_address, **options)
     else:
@@ -364,6 +365,9 @@ def _parser_extract(sub) -> None:
                    "workers given the same inputs; 'slurm' reads the job array's task id and count")
     s.add_argument("--status", metavar="DIR", help="print done / failed / remaining (of INPUTS, if given) across "
                    "every writer of DIR, and exit")
+    s.add_argument("--sampling", choices=["uniform", "keyframe"], default="uniform",
+                   help="clip starts: uniform (the original rule) or keyframe (each moved to the nearest keyframe: "
+                   "no pre-roll decoded, much faster on long-GOP files; not the original's starts)")
     s.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local: this process (and torchrun ranks); ray: decoding as Ray Data tasks, encoders as "
                    "actors on a Ray cluster (pip install 'avidzoo[ray]')")

@@ -216,3 +216,35 @@ def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
     assert b"avidzoo_meta" in table.schema.metadata
     with pytest.raises(ValueError, match=r"\.parquet or \.npz"):
         avidzoo.extract.export_features(out, tmp_path / "f.csv")
+
+
+def test_keyframe_sampling_starts_each_clip_at_a_keyframe(small_model, tmp_path):
+    """--sampling keyframe: every clip starts at the keyframe nearest its uniform start (the index records the real
+    starts), and its features are those of clips read at those starts."""
+    from avidzoo.io import MediaFile, snap_to_keyframes, uniform_starts
+
+    from media import make_video
+
+    path = make_video(tmp_path / "long.mp4", fps=30, seconds=12, size=(96, 64), pattern="texture", gop=60,
+                      bframes=2, tone_start=0.1)
+    with MediaFile(path) as f:
+        keys = f.keyframe_times()
+        uniform = uniform_starts(f.info.duration, 0.64, 4)
+    assert keys == pytest.approx([0, 2, 4, 6, 8, 10], abs=1e-6)
+    assert snap_to_keyframes([0.0, 2.9, 3.1, 11.9], keys, latest=11.3) == [0, 2, 4, 10]
+    out = tmp_path / "kf"
+    assert cli(["extract", str(path), "--model", str(small_model), "--out", str(out), "--clips-per-video", "4",
+                "--sampling", "keyframe", "--workers", "0", "-q"]) == 0
+    got = load_features(out)
+    assert got.meta["sampling"] == "keyframe"
+    assert got.clip_starts[0] == snap_to_keyframes(uniform, keys, latest=12 - 0.64) == [0, 4, 8, 10]
+    ref = avidzoo.FeatureExtractor(small_model, clip_agg="none", num_workers=0)
+    t = ref.transforms
+    with MediaFile(path) as f:
+        v = t.video(torch.stack(f.read_video(got.clip_starts[0], num_frames=4, fps=16, short_side=36)))
+        a = t.audio(torch.stack(f.read_audio(got.clip_starts[0], 0.64)))
+    expected = ref.encode(video=v, audio=a)
+    torch.testing.assert_close(got["video"][0], expected["video"].mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["audio"][0], expected["audio"].mean(0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="other settings .*sampling"):  # a uniform run may not resume this folder
+        avidzoo.extract_features(small_model, path, out=out, clips_per_video=4, num_workers=0, progress=False)

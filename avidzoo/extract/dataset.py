@@ -9,22 +9,24 @@ from typing import Any
 import torch
 
 from ..errors import DecodeError
-from ..io import MediaFile, uniform_starts
+from ..io import MediaFile, snap_to_keyframes, uniform_starts
 from ..transforms import Transforms, clip_seconds
 
 __all__ = ["ClipDataset", "collate_items", "init_worker"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """One item per media file: ``clips_per_video`` uniformly spaced clips, decoded and transformed.
+    """One item per media file: ``clips_per_video`` uniformly spaced clips (``sampling="keyframe"``: each moved to
+    the nearest keyframe), decoded and transformed.
 
     Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F), "has_audio"}`` or
     ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised).
     """
 
     def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
-                 clips_per_video: int) -> None:
+                 clips_per_video: int, sampling: str = "uniform") -> None:
         self.paths = list(paths)
+        self.sampling = sampling
         self.transforms = transforms
         self.modalities = tuple(modalities)
         self.clips_per_video = clips_per_video
@@ -41,6 +43,10 @@ class ClipDataset(torch.utils.data.Dataset):
         try:
             with MediaFile(path, threads=1) as f:
                 starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
+                if self.sampling == "keyframe" and f.info.has_video:  # no pre-roll: each clip starts at a keyframe
+                    lag = f.info.video_start if f.frame_times == "original" else 0.0
+                    starts = snap_to_keyframes(starts, f.keyframe_times(), lag=lag,
+                                               latest=max(f.info.duration - self.window, 0.0))
                 item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
                                         "duration": f.info.duration}
                 if "video" in self.modalities:

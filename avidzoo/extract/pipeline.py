@@ -94,6 +94,9 @@ class FeatureExtractor(ClipEncoder):
         device: default CUDA when available. dtype: ``"bf16"``/``"fp16"``/``"fp32"``; default bf16 (or fp16) autocast
             on CUDA, fp32 on CPU. channels_last: channels_last_3d memory format for the video encoder.
         compile: wrap the encoders in ``torch.compile``. fuse: fold BatchNorm into the convolutions (inference only).
+        sampling: ``"uniform"`` (the original rule) or ``"keyframe"``: each clip moved to the keyframe nearest its
+            uniform start, so that no frame before it is decoded (much faster on long-GOP files; the starts differ
+            from the original's, and the index records the real ones).
     """
 
     def __init__(
@@ -113,8 +116,11 @@ class FeatureExtractor(ClipEncoder):
         compile: bool = False,
         fuse: bool = True,
         progress: bool | None = None,
+        sampling: Literal["uniform", "keyframe"] = "uniform",
     ) -> None:
         wanted = normalize_modalities(modalities) if modalities is not None else None
+        if sampling not in ("uniform", "keyframe"):
+            raise ValueError(f"sampling must be 'uniform' or 'keyframe', got {sampling!r}")
         if not isinstance(model, AVIDModel):
             model = from_pretrained(model, modalities=wanted)
         if clips_per_video < 1:
@@ -122,7 +128,7 @@ class FeatureExtractor(ClipEncoder):
         super().__init__(model, modalities=wanted or model.modalities, layer=layer, clip_agg=clip_agg,
                          normalize=normalize, batch_size=batch_size, device=device, dtype=dtype,
                          channels_last=channels_last, compile=compile, fuse=fuse)
-        self.clips_per_video = clips_per_video
+        self.clips_per_video, self.sampling = clips_per_video, sampling
         cuda = self.device.type == "cuda"
         self.num_workers = num_workers if num_workers is not None else min(8 if cuda else 1, os.cpu_count() or 1)
         self.progress = progress
@@ -158,6 +164,7 @@ class FeatureExtractor(ClipEncoder):
             "feature_dims": {m: self.feature_dim(m) for m in self.modalities},
             "dtype": str(self.dtype).removeprefix("torch."),
             "license": cfg.get("license"),
+            **({"sampling": self.sampling} if self.sampling != "uniform" else {}),  # folders before it had none
         }
 
     def extract(
@@ -193,7 +200,7 @@ class FeatureExtractor(ClipEncoder):
                                     shard_size=shard_size, rank=rank, world=world)
 
     def _loader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
-        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video)
+        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video, self.sampling)
         return torch.utils.data.DataLoader(
             dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_items,
             pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if self.num_workers else None,

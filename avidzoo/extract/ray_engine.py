@@ -44,8 +44,9 @@ def _import_ray():
 class _Decode:
     """Ray Data CPU task: a row ``{"index", "path"}`` -> the decoded, transformed clips as safetensors bytes."""
 
-    def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int) -> None:
-        self.dataset = ClipDataset([], transforms, modalities, clips_per_video)
+    def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int,
+                 sampling: str) -> None:
+        self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         self.dataset.paths = [row["path"]]
@@ -137,7 +138,8 @@ def extract_with_ray(
             ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(todo)])
             ds = ds.map(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
                                                         "modalities": driver.modalities,
-                                                        "clips_per_video": driver.clips_per_video},
+                                                        "clips_per_video": driver.clips_per_video,
+                                                        "sampling": driver.sampling},
                         num_cpus=1, concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
             ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
                                                                 "options": options},

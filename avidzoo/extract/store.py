@@ -57,7 +57,7 @@ class ExtractionResult:
 
 
 _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normalize", "clips_per_video",
-                 "preprocessing", "dtype")
+                 "preprocessing", "dtype", "sampling")
 
 
 def check_meta(path: Path, meta: Mapping[str, Any]) -> None:

@@ -250,6 +250,13 @@ class MediaFile:
             self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
         return clips  # type: ignore[return-value]
 
+    def keyframe_times(self) -> list[float]:
+        """Presentation times (seconds) of the video's keyframes, read from its packets without decoding; empty
+        when the file has no video or they cannot be read."""
+        if not self.info.has_video:
+            return []
+        return list(self._keyframe_times(self._container.streams.video[0]) or [])
+
     def _keyframe_times(self, stream) -> list[float] | None:
         """Presentation times of the video's keyframes, from its packets (demuxed once, not decoded); None when
         they cannot be read."""

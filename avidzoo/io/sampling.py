@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["uniform_starts", "random_start", "sliding_starts"]
+__all__ = ["uniform_starts", "random_start", "sliding_starts", "snap_to_keyframes"]
 
 
 def uniform_starts(duration: float, clip_duration: float, n: int) -> list[float]:
@@ -35,3 +35,15 @@ def sliding_starts(duration: float, clip_duration: float, stride: float | None =
         t += stride
     starts.append(last)
     return starts
+
+
+def snap_to_keyframes(starts: list[float], keyframes: list[float], *, lag: float = 0.0,
+                      latest: float | None = None) -> list[float]:
+    """Each start moved to the keyframe nearest it (``sampling="keyframe"``), so that decoding a clip begins at its
+    first frame with no pre-roll. ``lag``: how far before a clip's start its first frame lies (the video stream's
+    start under the original frame rule, else 0); ``latest``: the last start allowed (``duration - clip``).
+    Without keyframes the starts are returned as they are."""
+    if not keyframes:
+        return list(starts)
+    usable = [k + lag for k in keyframes if latest is None or k + lag <= latest + 1e-9] or [keyframes[0] + lag]
+    return [min(usable, key=lambda k: (abs(k - s), k)) for s in starts]
