@@ -193,7 +193,9 @@ def test_truncated_files(tmp_path):
     cut.write_bytes(early.read_bytes()[: early.stat().st_size // 3])
     with MediaFile(cut) as f:
         assert f.read_video([0.0])[0].shape == (8, 240, 320, 3)  # the start is still there
-        with pytest.raises(CorruptMediaError, match="early_cut.mp4: no video frame decodes at or after 2.50 s"):
+        # decoding restarts at the last keyframe the damaged file still has, and runs into its end
+        with pytest.raises(CorruptMediaError, match=r"early_cut.mp4: video stops at 0\.\d+ s .* truncated or corrupt "
+                                                    r"before the clip at 2.50 s"):
             f.read_video([2.5])
         with pytest.raises(CorruptMediaError, match="early_cut.mp4: video stops at .* truncated"):
             f.read_video([0.5])  # straddles the end of the surviving data
@@ -337,7 +339,7 @@ def all_frames(path) -> tuple[list[float], list[np.ndarray], float]:
         return [t for t, _ in frames], [a for _, a in frames], float(s.average_rate)
 
 
-@pytest.mark.parametrize("kind", ["long_gop_bframes", "short_gop", "index"])
+@pytest.mark.parametrize("kind", ["long_gop_bframes", "short_gop", "late_start", "index"])
 def test_exact_savings_give_the_same_frames_as_decoding_everything(tmp_path, kind):
     """Skipping non-reference frames outside the clips and seeking by keyframes must not change one bit of the
     frames a clip takes, under either frame rule."""
@@ -347,11 +349,16 @@ def test_exact_savings_give_the_same_frames_as_decoding_everything(tmp_path, kin
     elif kind == "short_gop":
         path = make_video(tmp_path / "v.mp4", fps=25, seconds=8, size=(160, 96), pattern="texture", gop=12,
                           bframes=2, audio=False)
+    elif kind == "late_start":  # starts 2 frames in, keyframe every 2 s: the original rule's lag crosses keyframes
+        path = make_video(tmp_path / "v.mp4", fps=24, frame_times=[(i + 2) / 24 for i in range(240)], size=(160, 96),
+                          pattern="texture", gop=48, bframes=2, audio=False)
     else:
         path = make_video(tmp_path / "v.mp4", fps=30, seconds=6, audio=False)
     times, arrays, rate = all_frames(path)
     with MediaFile(path) as f:
         starts = uniform_starts(f.info.duration, 0.5, 7)
+        keys = f.keyframe_times()
+        starts += [k + d for k in keys[1:3] for d in (-0.05, 0.0, 0.02, 0.09)]  # clips at and around keyframes
         original = f.read_video(starts, num_frames=8, fps=16)
     with MediaFile(path, frame_times="timestamps") as f:
         on_screen = f.read_video(starts, num_frames=8, fps=16)

@@ -237,7 +237,10 @@ def test_keyframe_sampling_starts_each_clip_at_a_keyframe(small_model, tmp_path)
                 "--sampling", "keyframe", "--workers", "0", "-q"]) == 0
     got = load_features(out)
     assert got.meta["sampling"] == "keyframe"
-    assert got.clip_starts[0] == snap_to_keyframes(uniform, keys, latest=12 - 0.64) == [0, 4, 8, 10]
+    half = 0.5 / 30  # half a frame after the keyframe: its first frame is the keyframe under either frame rule
+    expected_starts = snap_to_keyframes(uniform, keys, lag=half, latest=12 - 0.64)
+    assert expected_starts == pytest.approx([half, 4 + half, 8 + half, 10 + half])
+    assert got.clip_starts[0] == pytest.approx(expected_starts, abs=1e-6)
     ref = avidzoo.FeatureExtractor(small_model, clip_agg="none", num_workers=0)
     t = ref.transforms
     with MediaFile(path) as f:

@@ -44,7 +44,8 @@ class ClipDataset(torch.utils.data.Dataset):
             with MediaFile(path, threads=1) as f:
                 starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
                 if self.sampling == "keyframe" and f.info.has_video:  # no pre-roll: each clip starts at a keyframe
-                    lag = f.info.video_start if f.frame_times == "original" else 0.0
+                    # half a frame in, so that the keyframe is the clip's first frame under either frame rule
+                    lag = (f.info.video_start if f.frame_times == "original" else 0.0) + 0.5 / (f.info.fps or 30.0)
                     starts = snap_to_keyframes(starts, f.keyframe_times(), lag=lag,
                                                latest=max(f.info.duration - self.window, 0.0))
                 item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],

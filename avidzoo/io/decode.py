@@ -242,7 +242,8 @@ class MediaFile:
         # Clips share one decoding pass unless a keyframe lies between them: then a seek skips the frames between.
         group: list[int] = []
         for i in order:
-            if group and self._seek_between(keyframes, starts[group[-1]] + num_frames / fps, starts[i]):
+            if group and self._seek_between(keyframes, starts[group[-1]] + num_frames / fps,
+                                            self._earliest(stream, starts[i])):
                 self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
                 group = []
             group.append(i)
@@ -273,13 +274,22 @@ class MediaFile:
         self._keyframes = sorted(times) if times else None
         return self._keyframes
 
-    def _seek_between(self, keyframes: list[float] | None, done: float, start: float) -> bool:
-        """Whether the clip at ``start`` is better reached by a seek than by decoding on from ``done`` (seconds):
-        exactly when a keyframe lies after ``done`` and before the clip (decoding then restarts there anyway)."""
+    def _earliest(self, stream, t: float) -> float:
+        """A time at or before the frame that the target ``t`` takes, such that the keyframe at or before it is all a
+        decoder needs: ``t`` itself for the timestamps rule (the frame on screen at ``t`` comes at or after the
+        keyframe before ``t``); for the original rule, the time of the target's frame number (``number / rate``)."""
+        if self.frame_times != "original":
+            return t
+        rate = float(stream.average_rate or self.info.fps or 30.0)
+        return min(t, max(int((t - self.info.video_start) * rate), 0) / rate)
+
+    def _seek_between(self, keyframes: list[float] | None, done: float, need: float) -> bool:
+        """Whether a clip whose earliest frame is at ``need`` is better reached by a seek than by decoding on from
+        ``done`` (seconds): exactly when a keyframe lies after ``done`` and at or before ``need`` (decoding would
+        restart there anyway)."""
         if keyframes is None:
-            return start - done > _SEEK_GAP
-        lead = start - self.info.video_start - 2.0 / (self.info.fps or 30.0)  # the earliest frame the clip may take
-        i = bisect.bisect_right(keyframes, lead) - 1
+            return need - done > _SEEK_GAP
+        i = bisect.bisect_right(keyframes, need + 1e-9) - 1
         return i >= 0 and keyframes[i] > done + 1.0 / (self.info.fps or 30.0)
 
     @staticmethod
@@ -297,8 +307,7 @@ class MediaFile:
         wanted = [int((t - self.info.video_start) * float(rate)) for t, _, _ in targets]
         chosen: dict[tuple[int, int], object] = {}
         first_t = targets[0][0]
-        self._seek(stream, min(first_t, self.info.video_start + max(wanted[0], 0) / float(rate)) if original
-                   else first_t)
+        self._seek(stream, self._earliest(stream, first_t))
         prev = None
         last_time = None
         deltas: list[float] = []
@@ -367,7 +376,7 @@ class MediaFile:
         clips: dict[int, list[float]] = {}
         for j, (t, ci, _) in enumerate(targets):
             # the frame a target takes: timestamps rule, at or before t; original rule, number >= wanted
-            at = t if wanted is None else min(t, self.info.video_start + wanted[j] / rate)
+            at = t if wanted is None else min(t, max(wanted[j], 0) / rate)
             clips.setdefault(ci, []).append(at)
         windows = sorted((min(v) - 2 * frame, max(v) + 1.5 * frame) for v in clips.values())
         return _NonRefSkipper(windows, stream.time_base)
@@ -400,6 +409,14 @@ class MediaFile:
                 ctx.skip_frame = "DEFAULT"
 
     def _seek(self, stream, t: float) -> None:
+        """Position the decoder for a frame at ``t`` (from :meth:`_earliest`): at the keyframe at or before it when
+        the keyframes are known (exactly, by its own timestamp), else half a frame before ``t``."""
+        keyframes = self._keyframe_times(stream) if self.exact_savings else None
+        if keyframes:
+            i = bisect.bisect_right(keyframes, t + 1e-9) - 1
+            if i >= 0:
+                self._seek_to(keyframes[i] + 0.5 * float(stream.time_base), stream)
+                return
         self._seek_to(max(t - 0.5 / (self.info.fps or 30.0), 0.0), stream)
 
     def _seek_to(self, t: float, stream) -> None:
