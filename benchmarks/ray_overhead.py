@@ -40,6 +40,7 @@ def main() -> None:
     w, h = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        (tmp / "videos").mkdir()
         paths = [make_video(tmp / "videos" / f"v{i}.mp4", seconds=10, size=(w, h), pattern="texture",
                             tone_start=0.5) for i in range(args.videos)]
         torch.manual_seed(0)
