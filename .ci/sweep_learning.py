@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,11 @@ def run_cells(cells: list[tuple[int, int]], out: Path, keyword: str | None) -> d
             xml = out / f"seed{seed}-threads{threads}.xml"
             env = {**os.environ, "AVIDZOO_TEST_SEED": str(seed), "AVIDZOO_TEST_THREADS": str(threads),
                    "AVIDZOO_DISABLE_PROGRESS": "1"}
+            # Each cell gets its own pytest temp folder, removed when the cell ends: a pretraining test writes about
+            # 2 GB of checkpoints, and pytest would keep three cells' worth.
             cmd = [sys.executable, "-m", "pytest", "-m", "learning", "-q", "-p", "no:cacheprovider",
-                   f"--junitxml={xml}", *(["-k", keyword] if keyword else [])]
+                   f"--junitxml={xml}", f"--basetemp={out / f'tmp-seed{seed}-threads{threads}'}",
+                   *(["-k", keyword] if keyword else [])]
             log = open(out / f"seed{seed}-threads{threads}.log", "w")  # noqa: SIM115 (closed when the cell ends)
             running[(seed, threads)] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log), log,
                                         time.time())
@@ -43,6 +47,7 @@ def run_cells(cells: list[tuple[int, int]], out: Path, keyword: str | None) -> d
             if proc.poll() is not None:
                 log.close()
                 done[cell] = out / f"seed{cell[0]}-threads{cell[1]}.xml"
+                shutil.rmtree(out / f"tmp-seed{cell[0]}-threads{cell[1]}", ignore_errors=True)
                 print(f"seed {cell[0]}, {cell[1]} thread(s): exit {proc.returncode} in {time.time() - t0:.0f} s",
                       flush=True)
                 del running[cell]
@@ -52,7 +57,12 @@ def run_cells(cells: list[tuple[int, int]], out: Path, keyword: str | None) -> d
 def read_cell(xml: Path) -> dict[str, tuple[str, dict[str, str]]]:
     """``{test id: (outcome, {margin name: "value>=threshold"})}``."""
     results = {}
-    for case in ET.parse(xml).getroot().iter("testcase"):
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as e:  # a cell that died mid-write (out of disk, killed): no results, reported as missing
+        print(f"{xml}: unreadable ({e})")
+        return results
+    for case in root.iter("testcase"):
         name = case.get("name")
         outcome = "FAIL" if case.find("failure") is not None or case.find("error") is not None else \
             "skip" if case.find("skipped") is not None else "pass"
@@ -72,7 +82,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     cells = [(s, t) for t in sorted(args.threads) for s in args.seeds]
     done = run_cells(cells, out, args.keyword)
-    table = {cell: read_cell(xml) for cell, xml in done.items() if xml.is_file()}
+    table = {cell: results for cell, xml in done.items() if xml.is_file() and (results := read_cell(xml))}
     tests = sorted({name for cell in table.values() for name in cell})
     failed = 0
     print(f"\n{'test':<72} {'margin':<22} " + " ".join(f"s{s}/t{t}" for s, t in cells))
