@@ -33,7 +33,7 @@ from .store import (
     write_snapshot,
 )
 
-__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher", "parse_shard"]
+__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher", "parse_shard", "select_shard"]
 
 
 class ClipBatcher:
@@ -185,12 +185,7 @@ class FeatureExtractor(ClipEncoder):
         takes the files whose position in the input list is ``k`` modulo ``n``, so that n independent workers given
         the same inputs cover them exactly once. Under ``torchrun`` each rank takes a disjoint share (of the shard).
         """
-        paths = find_media(inputs)
-        if shard is not None:
-            k, n = shard
-            if not (n >= 1 and 0 <= k < n):
-                raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
-            paths = paths[k::n]
+        paths = select_shard(find_media(inputs), shard)
         rank, world, _ = init_distributed()
         if out is None:
             if world > 1:
@@ -266,6 +261,17 @@ class FeatureExtractor(ClipEncoder):
         if rank == 0:
             write_snapshot(out, [str(p) for p in paths])
         return out
+
+
+def select_shard(paths: list[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """The inputs of worker ``k`` of ``n`` (``shard=(k, n)``): those at positions ``k``, ``k + n``, ...; all
+    without a shard."""
+    if shard is None:
+        return paths
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
+    return paths[k::n]
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

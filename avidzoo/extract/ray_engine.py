@@ -24,7 +24,7 @@ from ..models.avid import AVIDModel
 from ..transforms import Transforms
 from .dataset import ClipDataset
 from .encoder import ClipEncoder
-from .pipeline import FeatureExtractor
+from .pipeline import FeatureExtractor, select_shard
 from .store import ShardWriter, claim_meta, collect_garbage, done_paths, new_writer_id, reset_output, write_snapshot
 
 __all__ = ["extract_with_ray", "RAY_HINT"]
@@ -120,9 +120,7 @@ def extract_with_ray(
     claim_meta(out, driver.meta())
     writer_id = new_writer_id()
     collect_garbage(out, keep=[writer_id])
-    paths = find_media(inputs)
-    if shard is not None:
-        paths = paths[shard[0]::shard[1]]
+    paths = select_shard(find_media(inputs), shard)
     done = done_paths(out, retry_failed) if resume else set()
     todo = [str(p) for p in paths if str(p) not in done]
     writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)

@@ -221,6 +221,12 @@ def _shard_writer(name: str) -> str:
     return name.lstrip(".").split(".safetensors")[0].rsplit("-", 1)[0]
 
 
+def _indexed_shards(out: Path) -> set[str]:
+    """Shard names any index row refers to (every writer's part and the snapshot)."""
+    rows = [r for f in (out / "parts").glob("*.jsonl") for r in read_index(f)] + read_index(out / INDEX_FILE)
+    return {r["shard"] for r in rows if "shard" in r}
+
+
 def live_writers(out: Path) -> set[str]:
     """Writers whose lock is held now (their process is running). A lock that cannot be tested counts as live."""
     live = set()
@@ -242,8 +248,7 @@ def collect_garbage(out: Path, keep: Iterable[str] = ()) -> list[Path]:
     shard files (a kill during a write). Writers in ``keep`` and those holding their lock are left alone, so this is
     safe while others run. Returns the removed files."""
     alive = live_writers(out) | set(keep)
-    used = {r.get("shard") for f in (out / "parts").glob("*.jsonl") for r in read_index(f)}
-    used |= {r.get("shard") for r in read_index(out / INDEX_FILE)}
+    used = _indexed_shards(out)
     removed = []
     for f in [*(out / "shards").glob("*.safetensors"), *(out / "shards").glob(".*.tmp")]:
         if _shard_writer(f.name) in alive or (f.suffix == ".safetensors" and f.name in used):
@@ -292,7 +297,7 @@ def status(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] | None = 
     remaining = None if inputs is None else [str(p) for p in inputs if str(p) not in rows]
     writers = sorted({f.stem for f in (out / "parts").glob("*.jsonl")})
     running = sorted(live_writers(out))
-    used = {r.get("shard") for f in (out / "parts").glob("*.jsonl") for r in read_index(f)}
+    used = _indexed_shards(out)
     orphans = sum(1 for f in (out / "shards").glob("*.safetensors") if f.name not in used
                   and _shard_writer(f.name) not in running) + sum(1 for f in (out / "shards").glob(".*.tmp")
                                                                    if _shard_writer(f.name) not in running)
