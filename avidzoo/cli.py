@@ -21,7 +21,7 @@ from ._version import __version__
 from .datasets import open_dataset
 from .errors import AvidzooError
 from .evaluate import evaluate
-from .extract import INDEX_FILE, export_features, extract_features, extract_with_ray, parse_shard
+from .extract import INDEX_FILE, FeatureExtractor, export_features, extract_with_ray, parse_shard
 from .extract import status as extract_status
 from .factory import from_pretrained, list_models
 from .io import find_media
@@ -119,7 +119,8 @@ EXTRACT_EXAMPLE = """examples:
 
 def _extractor_kwargs(args: argparse.Namespace) -> dict:
     return dict(clips_per_video=args.clips_per_video, batch_size=args.batch_size, num_workers=args.workers,
-                device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.quiet)
+                device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.quiet,
+                decoder_threads=args.decoder_threads, torch_threads=args.torch_threads, preprocess=args.preprocess)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -140,7 +141,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         out = extract_with_ray(args.model, args.inputs, args.out, address=args.ray_address, **options)
     else:
-        out = extract_features(args.model, args.inputs, out=args.out, **options)
+        run = {k: options.pop(k) for k in ("resume", "retry_failed", "shard")}
+        extractor = FeatureExtractor(args.model, **options)
+        print(f"plan: {extractor.plan}", flush=True)
+        out = extractor.extract(args.inputs, args.out, **run)
     report = extract_status(out)
     print(f"done: {report.done} videos, failed: {len(report.failed)}, elapsed: "
           f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
@@ -179,7 +183,11 @@ def _add_run_options(s: argparse.ArgumentParser, required: bool = True) -> None:
                    help="registry name, hf-hub:ORG/REPO, local-dir:DIR, a folder, .safetensors or .pth.tar")
     s.add_argument("--clips-per-video", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=None, help="clips per forward pass (default 64 GPU, 8 CPU)")
-    s.add_argument("--workers", type=int, default=None, help="decoding processes")
+    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: the thread plan's)")
+    s.add_argument("--decoder-threads", type=int, default=None, help="FFmpeg threads per decoding process")
+    s.add_argument("--torch-threads", type=int, default=None, help="the model's torch threads")
+    s.add_argument("--preprocess", choices=["auto", "worker", "device"], default="auto",
+                   help="where crop, normalisation and spectrograms run (auto: device on CUDA, worker on CPU)")
     s.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="autocast precision (default bf16 on CUDA, fp32 on CPU)")

@@ -81,21 +81,44 @@ class VideoTransform:
             x = x.unsqueeze(0)
         x = rearrange(x, "b t h w c -> b t c h w")
         x = self._random_views(x) if self.train else self._center_views(x)
-        b, t = x.shape[:2]
+        x = self._normalize(x)
+        return x if batched else x[0]
+
+    def crop(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """The evaluation view of uint8 frames ``(B, T, H, W, 3)`` whose short side is already ``resize`` (a decoder
+        scaled them): the centre crop ``(B, T, S, S, 3)``, still uint8, exactly the pixels :meth:`__call__` would
+        normalise; ``None`` when the frames need resizing first. Cropping before the frames cross to a GPU makes them
+        4x smaller than the float inputs."""
+        b, t, h, w, _ = frames.shape
+        if self.train or frames.dtype != torch.uint8 or self._resized_size(h, w) != (h, w):
+            return None
+        top, left = self._crop_origin(h, w)
+        return frames[:, :, top:top + self.crop_size, left:left + self.crop_size]
+
+    def normalize(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops from :meth:`crop`, ``(B, T, S, S, 3)`` uint8 (on any device) -> ``(B, 3, T, S, S)`` float32."""
+        return self._normalize(rearrange(crops, "b t h w c -> b t c h w").float())
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, S, S)`` float in [0, 255] -> ``(B, 3, T, S, S)`` normalised."""
         mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-        x = rearrange((x - mean) / std, "b t c h w -> b c t h w").contiguous()
-        return x if batched else x[0]
+        return rearrange((x - mean) / std, "b t c h w -> b c t h w").contiguous()
+
+    def _resized_size(self, h: int, w: int) -> tuple[int, int]:
+        """Short side to ``resize``, the long side scaled and truncated as PIL/torchvision Resize(int) does."""
+        return (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
+
+    def _crop_origin(self, h: int, w: int) -> tuple[int, int]:
+        return int(round((h - self.crop_size) / 2.0)), int(round((w - self.crop_size) / 2.0))
 
     def _center_views(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = x.shape
         x = rearrange(x, "b t c h w -> (b t) c h w").float()
-        # Short side to `resize`, the long side scaled and truncated as PIL/torchvision Resize(int) does.
-        size = (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
+        size = self._resized_size(h, w)
         if size != (h, w):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
-        top = int(round((size[0] - self.crop_size) / 2.0))
-        left = int(round((size[1] - self.crop_size) / 2.0))
+        top, left = self._crop_origin(*size)
         x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
         return rearrange(x, "(b t) c h w -> b t c h w", b=b)
 

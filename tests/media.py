@@ -59,6 +59,7 @@ def make_video(
     crf: int = 10,
     gop: int | None = None,
     bframes: int = 0,
+    preset: str = "ultrafast",
 ) -> Path:
     """Write an H.264/AAC MP4 (or whatever the suffix says). ``frame_times`` gives irregular (VFR) timestamps;
     ``gop`` the keyframe interval; ``bframes`` consecutive non-reference B-frames."""
@@ -70,7 +71,7 @@ def make_video(
         rate = int(round(fps)) if float(fps).is_integer() else fps
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-        vs.options = {"preset": "ultrafast", "crf": str(crf), **({"g": str(gop)} if gop else {}),
+        vs.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {}),
                       # B-frames that nothing references (no pyramid): the non-reference frames real files have
                       **({"x264-params": f"bframes={bframes}:b-pyramid=none:scenecut=0"} if bframes else {})}
         if frame_times is not None:
@@ -87,7 +88,20 @@ def make_video(
             if pattern == "index":
                 img = np.empty((size[1], size[0], 3), np.uint8)
                 img[:] = index_colour(i)
-            else:  # textured, moving: realistic work for the decoder and scaler
+            elif pattern == "scene":  # camera-like: smooth shapes panning, a moving object, a little sensor noise
+                if i == 0:
+                    small = rng.integers(0, 256, (size[1] // 16 + 2, size[0] // 16 + 2, 3)).astype(np.float32)
+                    scene = np.kron(small, np.ones((16, 16, 1), np.float32))  # blocks, then blurred along both axes
+                    for axis in (0, 1):
+                        scene = sum(np.roll(scene, k, axis) for k in range(-8, 8)) / 16
+                    scene = np.tile(scene, (1, 2, 1))  # room to pan
+                    grain = rng.normal(0, 6, (7, size[1], size[0], 3)).astype(np.float32)  # cycled sensor noise
+                x = (3 * i) % (scene.shape[1] // 2)
+                img = scene[: size[1], x:x + size[0]].copy()
+                y0, x0 = (5 * i) % max(size[1] - 40, 1), (7 * i) % max(size[0] - 40, 1)
+                img[y0:y0 + 40, x0:x0 + 40] = (240, 200, 40)
+                img = np.clip(img + grain[i % 7], 0, 255).astype(np.uint8)
+            else:  # textured, moving: heavy work for the decoder and scaler (noise: ~100 Mbit/s at 720p)
                 img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) if i == 0 else np.roll(img, 8, 1)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             if frame_times is not None:

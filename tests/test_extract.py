@@ -289,3 +289,90 @@ def test_inputs_from_globs_and_lists(folder, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no media files"):
         find_media(tmp_path / "empty")
+
+
+def test_preprocessing_on_the_device_equals_the_workers(model, tmp_path):
+    """preprocess="device": workers send uint8 frames and waveforms, the main process crops, normalises and makes
+    spectrograms batched (files of one frame size together); the features equal the worker placement's."""
+    m, _ = model
+    make_video(tmp_path / "wide.mp4", fps=30, seconds=2.5, size=(160, 120), pattern="texture", tone_freq=700)
+    make_video(tmp_path / "tall.mp4", fps=25, seconds=3.0, size=(120, 160), pattern="texture", tone_freq=900)
+    make_video(tmp_path / "wide2.mp4", fps=30, seconds=2.2, size=(160, 120), pattern="texture", tone_freq=300)
+    (tmp_path / "bad.mp4").write_bytes(b"no video here" * 300)
+    runs = {}
+    for where in ("worker", "device"):
+        fx = FeatureExtractor(m, clips_per_video=3, clip_agg="none", batch_size=5, num_workers=1, preprocess=where)
+        assert fx.plan.preprocess == where
+        runs[where] = fx.extract(tmp_path)
+    a, b = runs["worker"], runs["device"]
+    assert a.paths == b.paths and len(a.paths) == 3 and a.failed == b.failed and len(a.failed) == 1
+    for modality in ("video", "audio"):
+        torch.testing.assert_close(b[modality], a[modality], rtol=1e-5, atol=1e-5)
+    # the items a device-placement worker sends: uint8 frames after FFmpeg's resize, float waveforms
+    from avidzoo.extract.dataset import ClipDataset, prepare_batch
+
+    t = avidzoo.create_transforms(m)
+    raw = ClipDataset([tmp_path / "tall.mp4", tmp_path / "wide.mp4"], t, ("video", "audio"), 3, preprocess="device")
+    done = ClipDataset([tmp_path / "tall.mp4", tmp_path / "wide.mp4"], t, ("video", "audio"), 3)
+    items = [raw[0], raw[1]]
+    assert items[0]["raw"] == {"video": "crop", "audio": "wave"}
+    assert items[0]["video"].dtype == torch.uint8 and items[0]["video"].shape == (3, 8, 224, 224, 3)
+    assert items[1]["video"].shape == (3, 8, 224, 224, 3) and items[1]["audio"].shape == (3, 1, 48000)
+    items.append({**done[0], "n": 3})  # a transformed item joins as it is
+    inputs = prepare_batch(items, ("video", "audio"), t, torch.device("cpu"))
+    for modality in ("video", "audio"):
+        torch.testing.assert_close(inputs[modality], torch.cat([done[0][modality], done[1][modality],
+                                                                done[0][modality]]))
+    # frames that still need resizing (not scaled by a decoder) are sent whole and transformed on the device
+    frames = torch.randint(0, 256, (2, 8, 90, 120, 3), dtype=torch.uint8)
+    assert t.video.crop(frames) is None
+    mixed = prepare_batch([{"video": frames, "raw": {"video": "frames"}}], ("video",), t, torch.device("cpu"))
+    torch.testing.assert_close(mixed["video"], t.video(frames))
+
+
+def test_thread_plan_fits_the_cores():
+    from avidzoo.extract.plan import plan_threads
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for cores in range(1, 65):
+        for device in (cpu, cuda):
+            plan = plan_threads(device, cores=cores)
+            assert plan.threads <= cores, plan
+            assert plan.torch_threads >= 1 and plan.decoder_threads >= 1
+            assert plan.preprocess == ("device" if device is cuda else "worker")
+            if device is cuda:  # every core that the model does not need decodes
+                assert plan.threads >= cores - 1 and plan.workers == cores - plan.torch_threads
+            else:  # most cores run the model; small machines decode between batches
+                assert plan.torch_threads >= cores * 3 // 4 and (plan.workers == 0) == (cores <= 4)
+    # explicit settings are kept and the rest fits around them
+    plan = plan_threads(cpu, cores=16, workers=6)
+    assert (plan.workers, plan.decoder_threads, plan.torch_threads) == (6, 1, 10)
+    assert (plan_threads(cpu, cores=2).workers, plan_threads(cpu, cores=2).torch_threads) == (0, 2)
+    plan = plan_threads(cuda, cores=16, decoder_threads=2, preprocess="worker")
+    assert plan.threads <= 16 and plan.decoder_threads == 2 and plan.workers == 7 and plan.preprocess == "worker"
+    assert "7 decoding worker(s) x 2 decoder thread(s) + 2 torch thread(s) = 16 of 16 cores" in str(plan)
+    with pytest.warns(UserWarning, match="more threads than this process has cores"):
+        plan_threads(cpu, cores=2, workers=2, torch_threads=2)
+    with pytest.raises(ValueError, match="preprocess"):
+        plan_threads(cpu, preprocess="gpu")
+    # applied for a run, then put back
+    before = torch.get_num_threads()
+    with plan_threads(cpu, cores=4, torch_threads=1).applied():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_thread_plan_reads_the_cpu_affinity(model, tmp_path):
+    """Cores are those the process may use (taskset, SLURM, cpusets), not the machine's: pinned to one core, the run
+    decodes in the main process with one torch thread, and the CLI prints the plan."""
+    m, folder = model
+    make_video(tmp_path / "v.mp4", seconds=2.2)
+    code = ("import os, sys, avidzoo.cli; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "sys.exit(avidzoo.cli.main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "extract", str(tmp_path / "v.mp4"), "--model", str(folder),
+                        "--out", str(tmp_path / "out"), "--clips-per-video", "2", "-q"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "plan: 0 decoding worker(s) x 1 decoder thread(s) + 1 torch thread(s) = 1 of 1 cores; " \
+           "preprocessing in the main process, as decoding" in r.stdout
+    assert load_features(tmp_path / "out")["video"].shape == (1, 512)

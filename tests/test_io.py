@@ -135,6 +135,33 @@ def test_audio_is_24k_mono_and_aligned_with_the_tone(videos):
     torch.testing.assert_close(a0[:, 12000:36000], a05[:, :24000], atol=1e-4, rtol=0)
 
 
+def test_audio_clips_far_apart_are_read_in_separate_runs(tmp_path):
+    """Exact savings read audio clips more than a second apart with a seek between them, not the whole span: a clip
+    that starts a run is exactly the clip read alone (as the original read each clip); the samples of the plain
+    decoder's one joint run differ only by the resampler's phase (under a sample), and their spectrograms agree."""
+    path = make_video(tmp_path / "long.mp4", seconds=20, size=(64, 48), tone_start=0.0, tone_freq=440.0,
+                      channels=2, audio_rate=44100)
+    starts = [0.5, 2.6, 9.0, 16.25]  # runs: (0.5, 2.6), (9.0,), (16.25,)
+    with MediaFile(path) as f:
+        together = f.read_audio(starts, 2.0)
+    with MediaFile(path, exact_savings=False) as f:
+        joint = f.read_audio(starts, 2.0)
+    spectrogram = avidzoo.create_transforms("cross_avid_r2plus1d").audio
+    # a phase shift of under one 24-kHz sample moves a 440-Hz tone of amplitude 0.5 by < 2 pi 440 0.5 / 24000
+    bound = 2 * math.pi * 440 * 0.5 / 24000
+    for k, (s, clip, whole) in enumerate(zip(starts, together, joint)):
+        with MediaFile(path) as f:
+            alone = f.read_audio([s], 2.0)[0]
+        assert clip.shape == alone.shape == whole.shape == (1, 48000)
+        assert float(clip.abs().max()) > 0.2  # the tone is there
+        if k != 1:  # first of its run
+            assert torch.equal(clip, alone)
+        for other in (alone, whole):
+            assert float((clip - other).abs().max()) < bound
+            assert float((spectrogram(clip) - spectrogram(other)).abs().mean()) < 0.02
+    assert not torch.equal(together[2], joint[2])  # the runs are really separate
+
+
 def test_audio_past_the_end_is_zero_padded(videos):
     clip = read_audio_clip(videos[30], 2.0, 2.0)
     assert clip.shape == (1, 48000)

@@ -1,4 +1,5 @@
-"""File -> model inputs: one DataLoader item per media file, its clips decoded and transformed in a worker."""
+"""File -> model inputs: one DataLoader item per media file, its clips decoded in a worker and transformed there
+(``preprocess="worker"``) or later, batched on the model's device (``"device"``: :func:`prepare_batch`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..errors import DecodeError
 from ..io import MediaFile, snap_to_keyframes, uniform_starts
 from ..transforms import Transforms, clip_seconds
 
-__all__ = ["ClipDataset", "collate_items", "init_worker"]
+__all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -20,13 +21,22 @@ class ClipDataset(torch.utils.data.Dataset):
     the nearest keyframe), decoded and transformed.
 
     Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F), "has_audio"}`` or
-    ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised).
+    ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised). With
+    ``preprocess="device"`` the item carries uint8 and waveforms for :func:`prepare_batch` instead, and ``"raw"``
+    says what each is: ``"video"`` the centre crops ``(n, T, S, S, 3)`` uint8 (``"crop"``; FFmpeg already scaled the
+    frames to the short side ``resize``, and a crop is a slice), ``"audio"`` mono waveforms ``(n, 1, N)`` at the
+    model's rate (``"wave"``).
     """
 
     def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
-                 clips_per_video: int, sampling: str = "uniform") -> None:
+                 clips_per_video: int, sampling: str = "uniform", *, preprocess: str = "worker",
+                 decoder_threads: int = 1) -> None:
         self.paths = list(paths)
         self.sampling = sampling
+        self.raw = preprocess == "device"
+        if preprocess not in ("worker", "device"):
+            raise ValueError(f"preprocess must be 'worker' or 'device', got {preprocess!r}")
+        self.decoder_threads = decoder_threads
         self.transforms = transforms
         self.modalities = tuple(modalities)
         self.clips_per_video = clips_per_video
@@ -41,7 +51,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.paths[i]
         try:
-            with MediaFile(path, threads=1) as f:
+            with MediaFile(path, threads=self.decoder_threads) as f:
                 starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
                 if self.sampling == "keyframe" and f.info.has_video:  # no pre-roll: each clip starts at a keyframe
                     # half a frame in, so that the keyframe is the clip's first frame under either frame rule
@@ -50,21 +60,33 @@ class ClipDataset(torch.utils.data.Dataset):
                                                latest=max(f.info.duration - self.window, 0.0))
                 item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
                                         "duration": f.info.duration}
+                raw: dict[str, str] = {}
                 if "video" in self.modalities:
                     v = self.video_cfg
                     frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
                                           short_side=int(v["resize"]))
-                    item["video"] = self.transforms.video(torch.stack(frames))
+                    item["video"] = self._video(torch.stack(frames), raw)
                 if "audio" in self.modalities:
                     item["has_audio"] = f.info.has_audio  # without, its features are those of silence
                     a = self.audio_cfg
                     waves = f.read_audio(starts, clip_seconds(a, "audio"), sample_rate=int(a["sample_rate"]))
-                    item["audio"] = self.transforms.audio(torch.stack(waves))
+                    item["audio"] = torch.stack(waves) if self.raw else self.transforms.audio(torch.stack(waves))
+                    if self.raw:
+                        raw["audio"] = "wave"
+                if raw:
+                    item["raw"] = raw
             return item
         except DecodeError as e:
             return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
         except Exception as e:  # an unexpected failure on one file must not end a long run
             return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+
+    def _video(self, frames: torch.Tensor, raw: dict[str, str]) -> torch.Tensor:
+        if self.raw:
+            crops = self.transforms.video.crop(frames)
+            raw["video"] = "crop" if crops is not None else "frames"
+            return crops.contiguous() if crops is not None else frames
+        return self.transforms.video(frames)
 
 
 def collate_items(items: list[dict]) -> list[dict]:
@@ -74,3 +96,26 @@ def collate_items(items: list[dict]) -> list[dict]:
 
 def init_worker(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the cores for the model
+
+
+def prepare_batch(items: Sequence[dict], modalities: Sequence[str], transforms: Transforms,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """The model inputs of several files' items, on ``device``: ``{"video": (B, 3, T, S, S), "audio": (B, 1, T', F)}``
+    with B their clips in order. Transformed items are joined; raw ones (``item["raw"]``) cross to the device as uint8
+    crops (or frames) and waveforms and are transformed there, one call per kind and size."""
+    steps = {"crop": transforms.video.normalize if transforms.video else None, "frames": transforms.video,
+             "wave": transforms.audio}
+    out = {}
+    for m in modalities:
+        parts = [it[m].to(device, non_blocking=True) for it in items]
+        groups: dict[tuple, list[int]] = {}
+        for k, (it, part) in enumerate(zip(items, parts)):
+            groups.setdefault((it.get("raw", {}).get(m), tuple(part.shape[1:])), []).append(k)
+        done: list[torch.Tensor | None] = [None] * len(items)
+        for (step, _), ks in groups.items():
+            joined = torch.cat([parts[k] for k in ks])
+            joined = steps[step](joined) if step else joined
+            for k, chunk in zip(ks, joined.split([len(parts[k]) for k in ks])):
+                done[k] = chunk
+        out[m] = torch.cat(done)
+    return out

@@ -7,7 +7,7 @@ import datetime
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,8 +20,9 @@ from ..config import normalize_modalities
 from ..factory import create_transforms, from_pretrained
 from ..io import find_media
 from ..models.avid import AVIDModel
-from .dataset import ClipDataset, collate_items, init_worker
+from .dataset import ClipDataset, collate_items, init_worker, prepare_batch
 from .encoder import ClipEncoder, Layer
+from .plan import ThreadPlan, plan_threads
 from .store import (
     ExtractionResult,
     ShardWriter,
@@ -42,10 +43,13 @@ class ClipBatcher:
 
     ``add(item)`` queues a decoded item (``item["n"]`` clips) and yields the files it completes; ``flush()`` runs
     what is left. Both yield ``(item, {modality: features})``. ``clips_done`` counts the clips encoded.
+    ``prepare(items)`` makes one batch's model inputs (default: joins the items' transformed tensors).
     """
 
-    def __init__(self, encoder: ClipEncoder) -> None:
+    def __init__(self, encoder: ClipEncoder,
+                 prepare: Callable[[list[dict]], dict[str, torch.Tensor]] | None = None) -> None:
         self.encoder = encoder
+        self.prepare = prepare or (lambda items: {m: torch.cat([it[m] for it in items]) for m in encoder.modalities})
         self.pending: deque[dict] = deque()
         self.queued = 0
         self.clips_done = 0
@@ -67,11 +71,13 @@ class ClipBatcher:
                 take += item["n"]
                 if take >= enc.batch_size:
                     break
-            feats = enc.encode(**{m: torch.cat([it[m] for it in members]) for m in enc.modalities})
+            feats = enc.encode(**self.prepare(members))
             offset = 0
             for it in members:
                 self.pending.popleft()
                 self.queued -= it["n"]
+                for m in ("video", "audio"):  # the inputs are spent: a writer keeps items until its shard is full
+                    it.pop(m, None)
                 per_file = {m: enc.aggregate(feats[m][offset:offset + it["n"]]) for m in enc.modalities}
                 offset += it["n"]
                 self.clips_done += it["n"]
@@ -90,7 +96,12 @@ class FeatureExtractor(ClipEncoder):
             ``"conv1"`` .. ``"conv5x"`` pooled to the original linear-probe grid (manifest ``protocols``).
         normalize: L2-normalise each clip's features (and the aggregate).
         batch_size: clips per forward pass (mixed across files); halved automatically on CUDA out-of-memory.
-        num_workers: DataLoader processes that decode and transform.
+        num_workers, decoder_threads, torch_threads: decoding processes, FFmpeg threads in each, and the model's
+            torch threads; default a plan that never runs more threads than the cores this process may use
+            (:func:`~avidzoo.extract.plan.plan_threads`; ``self.plan`` says what was chosen).
+        preprocess: where crop, normalisation and the spectrogram run: ``"worker"`` (decoding processes, CPU),
+            ``"device"`` (batched on the model's device; workers send uint8 frames and waveforms), ``"auto"``
+            (device on CUDA, worker on CPU, the faster placement measured there).
         device: default CUDA when available. dtype: ``"bf16"``/``"fp16"``/``"fp32"``; default bf16 (or fp16) autocast
             on CUDA, fp32 on CPU. channels_last: channels_last_3d memory format for the video encoder.
         compile: wrap the encoders in ``torch.compile``. fuse: fold BatchNorm into the convolutions (inference only).
@@ -117,6 +128,9 @@ class FeatureExtractor(ClipEncoder):
         fuse: bool = True,
         progress: bool | None = None,
         sampling: Literal["uniform", "keyframe"] = "uniform",
+        preprocess: Literal["auto", "worker", "device"] = "auto",
+        decoder_threads: int | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         wanted = normalize_modalities(modalities) if modalities is not None else None
         if sampling not in ("uniform", "keyframe"):
@@ -129,8 +143,9 @@ class FeatureExtractor(ClipEncoder):
                          normalize=normalize, batch_size=batch_size, device=device, dtype=dtype,
                          channels_last=channels_last, compile=compile, fuse=fuse)
         self.clips_per_video, self.sampling = clips_per_video, sampling
-        cuda = self.device.type == "cuda"
-        self.num_workers = num_workers if num_workers is not None else min(8 if cuda else 1, os.cpu_count() or 1)
+        self.plan: ThreadPlan = plan_threads(self.device, workers=num_workers, decoder_threads=decoder_threads,
+                                             torch_threads=torch_threads, preprocess=preprocess)
+        self.num_workers = self.plan.workers
         self.progress = progress
         self.transforms = create_transforms(model)
 
@@ -141,8 +156,9 @@ class FeatureExtractor(ClipEncoder):
         """Per-clip features of raw clips: frames ``(B, T, H, W, 3)`` or one clip ``(T, H, W, 3)`` (uint8, or float
         in [0, 255]) and/or waveforms ``(B, C, N)`` or one clip ``(C, N)`` / ``(N,)`` at ``sample_rate`` (default: the
         model's, 24 kHz). Returns ``{modality: (B, D)}``, B = 1 for a single clip."""
-        video = self.transforms.video(frames) if frames is not None else None
-        audio = self.transforms.audio(waveforms, sample_rate) if waveforms is not None else None
+        on = self.device if self.plan.preprocess == "device" else None  # else the tensors' own device
+        video = self.transforms.video(torch.as_tensor(frames).to(on)) if frames is not None else None
+        audio = self.transforms.audio(torch.as_tensor(waveforms).to(on), sample_rate) if waveforms is not None else None
         if video is not None and video.dim() == 4:  # one clip (3, T, S, S)
             video = video[None]
         if audio is not None and audio.dim() == 3:  # one clip (1, T, F)
@@ -195,7 +211,8 @@ class FeatureExtractor(ClipEncoder):
                                     shard_size=shard_size, rank=rank, world=world)
 
     def _loader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
-        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video, self.sampling)
+        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video, self.sampling,
+                              preprocess=self.plan.preprocess, decoder_threads=self.plan.decoder_threads)
         return torch.utils.data.DataLoader(
             dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_items,
             pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if self.num_workers else None,
@@ -204,9 +221,9 @@ class FeatureExtractor(ClipEncoder):
 
     def _iterate(self, paths: Sequence[Path]) -> Iterator[tuple[dict, dict[str, torch.Tensor] | None]]:
         """Yield ``(item, features or None)`` per file, in completion order; clips of several files share batches."""
-        batcher = ClipBatcher(self)
+        batcher = ClipBatcher(self, lambda items: prepare_batch(items, self.modalities, self.transforms, self.device))
         t0 = time.perf_counter()
-        with tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress),
+        with self.plan.applied(), tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress),
                   dynamic_ncols=True) as bar:
             def report(done):
                 bar.update(1)

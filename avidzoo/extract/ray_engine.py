@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ..factory import create_transforms
 from ..io import find_media
 from ..models.avid import AVIDModel
 from ..transforms import Transforms
-from .dataset import ClipDataset
+from .dataset import ClipDataset, prepare_batch
 from .encoder import ClipEncoder
 from .pipeline import FeatureExtractor, select_shard
 from .store import ShardWriter, claim_meta, collect_garbage, done_paths, new_writer_id, reset_output, write_snapshot
@@ -45,8 +46,8 @@ class _Decode:
     """Ray Data CPU task: a row ``{"index", "path"}`` -> the decoded, transformed clips as safetensors bytes."""
 
     def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int,
-                 sampling: str) -> None:
-        self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling)
+                 sampling: str, preprocess: str) -> None:
+        self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling, preprocess=preprocess)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         self.dataset.paths = [row["path"]]
@@ -66,6 +67,7 @@ class _Encode:
         options = dict(options)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.encoder = ClipEncoder(model, device=options.pop("device", None) or device, **options)
+        self.transforms = create_transforms(model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [json.loads(s) for s in batch["item"]]
@@ -74,7 +76,9 @@ class _Encode:
         out = [b""] * len(items)
         if ok:
             enc = self.encoder
-            feats = enc.encode(**{m: torch.cat([tensors[i][m] for i in ok]) for m in enc.modalities})
+            inputs = prepare_batch([{**items[i], **tensors[i]} for i in ok], enc.modalities, self.transforms,
+                                   enc.device)
+            feats = enc.encode(**inputs)
             offset = 0
             for i in ok:
                 n = len(items[i]["starts"])
@@ -137,7 +141,9 @@ def extract_with_ray(
             ds = ds.map(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
                                                         "modalities": driver.modalities,
                                                         "clips_per_video": driver.clips_per_video,
-                                                        "sampling": driver.sampling},
+                                                        "sampling": driver.sampling,
+                                                        # uint8 frames to GPU actors, model inputs to CPU ones
+                                                        "preprocess": "device" if gpus else "worker"},
                         num_cpus=1, concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
             ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
                                                                 "options": options},

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = ["MediaInfo", "MediaFile", "probe", "read_video_clip", "read_audio_cli
 
 _EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
 _SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through, when keyframes are unknown
+_AUDIO_GAP = 1.0  # seconds between audio clips beyond which a seek beats decoding through (audio seeks are cheap)
 _TRUNCATION_SLACK = 0.5  # seconds a stream may end before its declared duration without being called truncated
 # First bytes of container formats: a file that has one of these but will not open is damaged, not "not media".
 _MAX_BAD_PACKETS = 64  # undecodable packets skipped in one read before the stream is called corrupt
@@ -112,7 +114,10 @@ class MediaFile:
         frame_times: ``"original"`` (default) or ``"timestamps"``: which frame a clip's target takes (see the module
             docstring).
         exact_savings: keyframe-aware seeking and skipping of unneeded non-reference frames (default on; the frames
-            are the same either way, which a test checks; off is the plain decoder, for benchmarks).
+            are the same either way, which a test checks), and audio clips more than a second apart decoded in
+            separate runs (each its own resampler, as the original read each clip; the samples then differ from
+            one joint run's by the resampler's phase, under one sample);
+            off is the plain decoder, for benchmarks.
     """
 
     def __init__(
@@ -466,19 +471,27 @@ class MediaFile:
             if missing == "error":
                 raise MissingStreamError(self.path, "has no audio stream")
             return [torch.zeros(1, n) for _ in starts]
-        if not starts:
-            return []
-        lo, hi = min(starts), max(starts) + duration
-        data, t0 = self._decode_audio(lo, hi, sample_rate)
-        out = []
-        for s in starts:
-            offset = int(round((s - t0) * sample_rate))
-            clip = np.zeros(n, dtype=np.float32)
-            src_lo, dst_lo = max(offset, 0), max(-offset, 0)
-            length = max(min(n - dst_lo, data.shape[0] - src_lo), 0)
-            clip[dst_lo:dst_lo + length] = data[src_lo:src_lo + length]
-            out.append(torch.from_numpy(clip)[None])
-        return out
+        out: list[torch.Tensor | None] = [None] * len(starts)
+        # Clips close together share one decoding run; with exact savings a gap longer than _AUDIO_GAP is skipped by
+        # a seek (each run starts its own resampler, as the original did per clip).
+        order = sorted(range(len(starts)), key=lambda i: starts[i])
+        gap = _AUDIO_GAP if self.exact_savings else math.inf
+        runs: list[list[int]] = []
+        for i in order:
+            if runs and starts[i] - (starts[runs[-1][-1]] + duration) <= gap:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            data, t0 = self._decode_audio(starts[run[0]], starts[run[-1]] + duration, sample_rate)
+            for i in run:
+                offset = int(round((starts[i] - t0) * sample_rate))
+                clip = np.zeros(n, dtype=np.float32)
+                src_lo, dst_lo = max(offset, 0), max(-offset, 0)
+                length = max(min(n - dst_lo, data.shape[0] - src_lo), 0)
+                clip[dst_lo:dst_lo + length] = data[src_lo:src_lo + length]
+                out[i] = torch.from_numpy(clip)[None]
+        return out  # type: ignore[return-value]
 
     def _decode_audio(self, lo: float, hi: float, sample_rate: int) -> tuple[np.ndarray, float]:
         stream = self._container.streams.audio[0]
