@@ -57,6 +57,30 @@ def robust_xid_r2plus1d(pretrained: bool = False, **kwargs):
     return _create_model("robust_xid_r2plus1d", pretrained=pretrained, **kwargs)
 
 
+_SIBLING = """
+    Args:
+        pretrained: load the released weights from their authors' URLs (no full hash is published: the first
+            download's SHA-256 is recorded and later copies must match it; XDC's name prefix is checked).
+        tag: which weights (``avidzoo list {model}`` shows them); default {default}.
+        **kwargs: passed to ``avidzoo.create_model`` (``modalities``, ``num_classes``, ``device``, ``cache_dir``).
+
+    Returns an ``avidzoo.AVIDModel`` with the weights' own preprocessing in its config
+    (``avidzoo.create_transforms(model)``). License: {license}.
+"""
+
+
+def crisscross_r2plus1d(pretrained: bool = True, tag: str = "audioset2m", **kwargs):
+    return _create_model(f"crisscross_r2plus1d.{tag}", pretrained=pretrained, **kwargs)
+
+
+def gdt_r2plus1d(pretrained: bool = True, tag: str = "ig65m", **kwargs):
+    return _create_model(f"gdt_r2plus1d.{tag}", pretrained=pretrained, **kwargs)
+
+
+def xdc_r2plus1d(pretrained: bool = True, tag: str = "ig65m_kinetics", **kwargs):
+    return _create_model(f"xdc_r2plus1d.{tag}", pretrained=pretrained, **kwargs)
+
+
 def transforms(name: str = "cross_avid_r2plus1d"):
     """Preprocessing bound to a model's weights: an object with ``.video`` (frames ``(T, H, W, 3)`` uint8 ->
     ``(3, T, 224, 224)``) and ``.audio`` (waveform ``(C, N)`` at 24 kHz -> ``(1, 200, 257)``) callables."""
@@ -68,3 +92,12 @@ avid_cma_r2plus1d.__doc__ = "AVID-CMA (CVPR 2021): Cross-AVID refined with cross
 self_avid_r2plus1d.__doc__ = "Self-AVID: within-modal instance discrimination.\n" + _UNRELEASED
 joint_avid_r2plus1d.__doc__ = "Joint-AVID: cross- plus within-modal instance discrimination.\n" + _UNRELEASED
 robust_xid_r2plus1d.__doc__ = "Robust-xID (CVPR 2021; method reconstructed, no official code).\n" + _UNRELEASED
+crisscross_r2plus1d.__doc__ = ("CrissCross (AAAI 2023): AVID's R(2+1)D-18 (average pool) and an audio ResNet-18 on "
+                               "log-mel.\n" + _SIBLING.format(model="crisscross_r2plus1d", default="audioset2m",
+                                                              license="CC BY-NC 4.0"))
+gdt_r2plus1d.__doc__ = ("GDT (ICCV 2021): torchvision's r2plus1d_18 and an audio ResNet-9 on log filterbanks "
+                        "(ht100m: video only).\n" + _SIBLING.format(
+                            model="gdt_r2plus1d", default="ig65m",
+                            license="non-commercial (CC BY-NC 4.0 per its README)"))
+xdc_r2plus1d.__doc__ = ("XDC (NeurIPS 2020): VMZ-exact R(2+1)D-18, video only.\n"
+                        + _SIBLING.format(model="xdc_r2plus1d", default="ig65m_kinetics", license="MIT"))

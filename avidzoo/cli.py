@@ -71,8 +71,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if weight_spec is not None:
         info["weights"] = {
             "name": weight_spec.name, "description": weight_spec.description, "file_name": weight_spec.file_name,
-            "sources": [s if isinstance(s, str) else dict(s) for s in hub.network_sources(weight_spec)],
+            "sources": [s if isinstance(s, str) else dict(s) for f in weight_spec.files
+                        for s in hub.network_sources(weight_spec, f)],
             "hashes": dict(weight_spec.hashes), "hash_provenance": weight_spec.hash_provenance,
+            "hash_check": [f"{f.file_name}: {hub.hash_status(f)}" for f in weight_spec.files],
+            "modalities": list(weight_spec.modalities or ()) or None,
+            "license_note": weight_spec.extra.get("license_note"),
             "size_bytes": weight_spec.size_bytes, "license": weight_spec.license,
             "metrics": dict(weight_spec.metrics), "preprocessing": dict(weight_spec.preprocessing),
             "origin_url": weight_spec.origin_url, "training_config": weight_spec.training_config,

@@ -55,21 +55,37 @@ def model_config(
 ) -> dict[str, Any]:
     """The config of ``model`` (with ``weights``' provenance and preprocessing when given)."""
     arch = model.arch
-    mods = normalize_modalities(modalities)
-    video = dict(arch["video"])
+    towers = [m for m in MODALITIES if arch.get(m)]  # XDC's architecture has no audio network
+    if weights is not None and weights.modalities:  # GDT's video-text weights: a video tower only
+        towers = [m for m in towers if m in weights.modalities]
+    requested = normalize_modalities(modalities)
+    absent = [m for m in requested if m not in towers]
+    if absent and requested != list(MODALITIES):  # the default asks for "every tower there is"
+        what = weights.name if weights is not None else model.name
+        raise ValueError(f"{what} has no {' or '.join(absent)} tower (it has {', '.join(towers)})")
+    mods = [m for m in requested if m in towers]
+    video = dict(arch.get("video") or {})
     if video_depth is not None:  # untrained models only: create_model refuses overrides with pretrained weights
         video["depth"] = int(video_depth)
     cfg = config_dict(
         model=model.name, architecture=model.architecture, method=model.method,
-        weights=weights.name if weights else None, modalities=mods, video=video, audio=dict(arch["audio"]),
-        proj_dims=list(arch["proj_dims"]) if proj_dims == "default" else (list(proj_dims) if proj_dims else None),
-        preprocessing=copy.deepcopy(dict(weights.preprocessing)) if weights else default_preprocessing(),
+        weights=weights.name if weights else None, modalities=mods, video=video, audio=dict(arch.get("audio") or {}),
+        proj_dims=(list(arch["proj_dims"]) if arch.get("proj_dims") else None) if proj_dims == "default" else (
+            list(proj_dims) if proj_dims else None),
+        preprocessing=copy.deepcopy(dict(weights.preprocessing)) if weights else model_preprocessing(model),
         license=weights.license if weights else None,
     )
     if weights is not None:
         cfg["metrics"] = dict(weights.metrics)
         cfg["source"] = {"file_name": weights.file_name, "hashes": dict(weights.hashes), "format": weights.format}
     return cfg
+
+
+def model_preprocessing(model: ModelSpec) -> dict[str, Any]:
+    """The preprocessing an untrained ``model`` gets: its architecture's ``preprocessing`` preset (the siblings'),
+    else AVID's."""
+    name = model.arch.get("preprocessing", "avid_original")
+    return copy.deepcopy(get_manifest().data["preprocessing"][name])
 
 
 def default_preprocessing() -> dict[str, Any]:

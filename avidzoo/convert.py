@@ -1,12 +1,21 @@
-"""Read the released AVID checkpoints and map them to avidzoo's module names.
+"""Read released checkpoints and map them to avidzoo's module names (``format`` in the manifest).
 
-The originals are PyTorch 1.4 training checkpoints (legacy, non-zip serialisation, tensors saved from CUDA):
-``{"epoch", "model", "optimizer", "train_criterion"}``, where ``model`` is the state dict of a
-DistributedDataParallel-wrapped ``AV_Wrapper`` (keys start with ``module.``). Only ``model`` is kept.
+* ``avid_original``: PyTorch 1.4 training checkpoints (legacy, non-zip serialisation, tensors saved from CUDA):
+  ``{"epoch", "model", "optimizer", "train_criterion"}``, where ``model`` is the state dict of a
+  DistributedDataParallel-wrapped ``AV_Wrapper`` (keys start with ``module.``). Only ``model`` is kept.
+* ``crisscross``: one ``.pth.tar.zip`` per tower, a zip around a flat state dict (or a torch zip file renamed);
+  video keys are AVID's, audio keys a ResNet-18's with the stem in ``conv1.{0,1}`` and stages ``block1..4``.
+* ``gdt``: a training checkpoint ``{"model", "optimizer", "epoch", "args"}`` whose ``args`` is an
+  ``argparse.Namespace`` (the one class allowed besides tensors); ``video_network.base.*`` (torchvision names),
+  ``audio_network.base.*`` (a ResNet-9 with an unused ``fc``), MLP heads ``mlp_v``/``mlp_a`` (dropped: GDT's heads are
+  not AVID's) and, for the video-text model, ``text_network.*`` (dropped).
+* ``xdc``: a flat state dict with torchvision names, no ``fc``, maybe no ``num_batches_tracked``.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import pickle
 import zipfile
@@ -19,7 +28,8 @@ import torch
 from .errors import CheckpointError
 from .models.video import VIDEO_STAGE_BLOCKS
 
-__all__ = ["read_original_checkpoint", "map_original_keys", "infer_architecture"]
+__all__ = ["read_original_checkpoint", "map_original_keys", "infer_architecture", "read_release", "complete_state",
+           "gdt_audio_settings"]
 
 # Original AV_Wrapper prefix -> avidzoo AVIDModel prefix.
 KEY_MAP = {
@@ -31,11 +41,14 @@ KEY_MAP = {
 _TOWER = {"video_encoder.": "video", "video_head.": "video", "audio_encoder.": "audio", "audio_head.": "audio"}
 
 
-def torch_load_safely(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True, map_location="cpu")`` with errors that name the file and the fix."""
+def torch_load_safely(path: str | os.PathLike, *, allow: tuple[type, ...] = (), data: bytes | None = None) -> Any:
+    """``torch.load(weights_only=True, map_location="cpu")`` with errors that name the file and the fix. ``allow``
+    adds classes the weights-only unpickler may build (GDT's ``argparse.Namespace``, nothing that runs code);
+    ``data`` reads these bytes instead of the file (a member of a zip)."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):
             raise CheckpointError(
@@ -126,3 +139,121 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     if "classifier.1.weight" in state:
         arch["num_classes"] = int(state["classifier.1.weight"].shape[0])
     return arch
+
+
+# -- the siblings' releases -------------------------------------------------------------------------------------------
+def _tensor_dict(obj: Any, path: Path, where: str = "") -> dict[str, torch.Tensor]:
+    if not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        found = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{path}: expected a state dict of tensors{where}, found {found}")
+    return dict(obj)
+
+
+def _load_zipped(path: Path) -> Any:
+    """A torch file that may sit inside a plain zip (CrissCross's ``.pth.tar.zip``): a torch zip file (it has a
+    ``data.pkl``) loads as it is; a zip holding one ``.pth``/``.pth.tar``/``.pt`` member loads that member."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            if not any(n.endswith("data.pkl") for n in names):
+                members = [n for n in names if n.endswith((".pth", ".pth.tar", ".pt", ".tar"))]
+                if len(members) != 1:
+                    raise CheckpointError(f"{path}: a zip with {len(names)} files ({names[:5]}), not one checkpoint")
+                return torch_load_safely(path, data=z.read(members[0]))
+    return torch_load_safely(path)
+
+
+_CRISSCROSS_AUDIO = (("conv1.0.", "conv1."), ("conv1.1.", "bn1."), ("block1.", "layer1."), ("block2.", "layer2."),
+                     ("block3.", "layer3."), ("block4.", "layer4."))
+
+
+def _rename(key: str, pairs: Iterable[tuple[str, str]]) -> str:
+    for old, new in pairs:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def _read_crisscross(files: list[tuple[Any, Path]]) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for spec, path in files:
+        sd = _tensor_dict(_load_zipped(path), path)
+        if spec.tower == "video":
+            state.update({f"video_encoder.{k}": v for k, v in sd.items()})
+        elif spec.tower == "audio":
+            state.update({f"audio_encoder.{_rename(k, _CRISSCROSS_AUDIO)}": v for k, v in sd.items()})
+        else:
+            raise CheckpointError(f"{path}: a CrissCross file must say which tower it holds (video or audio)")
+    return state
+
+
+def _read_gdt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    obj = torch_load_safely(path, allow=(argparse.Namespace,))
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a GDT training checkpoint (a dict), found {type(obj).__name__}")
+    model = obj.get("model", obj.get("state_dict"))
+    sd = _tensor_dict(model, path, " under 'model'")
+    args = obj.get("args")
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, Mapping) else {}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        k = key.replace("module.", "", 1) if key.startswith("module.") else key
+        if k.startswith("video_network.base."):
+            state["video_encoder." + k[len("video_network.base."):]] = value
+        elif k.startswith("audio_network.base."):
+            k = k[len("audio_network.base."):]
+            if not k.startswith("fc."):  # an ImageNet-sized classifier the model never used
+                state["audio_encoder." + k] = value
+        elif not k.startswith(("mlp_v.", "mlp_a.", "mlp_t.", "text_network.")):
+            raise CheckpointError(f"{path}: unexpected key {key!r}: not a GDT model state dict")
+    return state, {"args": args}
+
+
+def gdt_audio_settings(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The audio preprocessing a GDT checkpoint's ``args`` imply: ``aud_spec_type`` 1 is 40 filters, 2 is 257;
+    ``z_normalize``. Empty when the checkpoint carries no args (the manifest's preset then stands)."""
+    out: dict[str, Any] = {}
+    spec_type = args.get("aud_spec_type")
+    if spec_type is not None:
+        if int(spec_type) not in (1, 2):
+            raise CheckpointError(f"GDT checkpoint: unknown aud_spec_type {spec_type!r} (1: 40 filters, 2: 257)")
+        out["n_filters"] = 40 if int(spec_type) == 1 else 257
+    if args.get("z_normalize") is not None:
+        out["z_normalize"] = bool(args["z_normalize"])
+    return out
+
+
+def read_release(fmt: str, files: list[tuple[Any, Path]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state, info)`` of a registry weight's original files (``(FileSpec, path)`` pairs) in ``fmt``, keys mapped
+    to :class:`~avidzoo.AVIDModel` names; ``info`` holds what else the file says (GDT's ``args``)."""
+    if fmt == "avid_original":
+        return read_original_checkpoint(files[0][1]), {}
+    if fmt == "crisscross":
+        return _read_crisscross(files), {}
+    if fmt == "gdt":
+        return _read_gdt(files[0][1])
+    if fmt == "xdc":
+        path = files[0][1]
+        return {f"video_encoder.{k}": v for k, v in _tensor_dict(torch_load_safely(path), path).items()}, {}
+    raise CheckpointError(f"unknown checkpoint format {fmt!r}")
+
+
+def complete_state(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                   where: str) -> dict[str, torch.Tensor]:
+    """``state`` checked against a model's ``expected`` state dict, strictly: every key present with its shape, none
+    extra; the only keys allowed missing are BatchNorm's ``num_batches_tracked`` counters (Caffe2 conversions lack
+    them), filled with zeros."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    bad = [k for k in missing if not k.endswith("num_batches_tracked")]
+    shapes = [f"{k}: {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})" for k in state
+              if k in expected and state[k].shape != expected[k].shape]
+    if bad or unexpected or shapes:
+        parts = [f"missing {bad[:6]}{' ...' if len(bad) > 6 else ''}" if bad else "",
+                 f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}" if unexpected else "",
+                 f"wrong shapes {shapes[:4]}" if shapes else ""]
+        raise CheckpointError(f"{where}: does not fit the model: " + "; ".join(p for p in parts if p))
+    out = dict(state)
+    for k in missing:
+        out[k] = torch.zeros_like(expected[k])
+    return out

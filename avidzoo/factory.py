@@ -25,7 +25,7 @@ from .serialization import (
     read_safetensors,
     read_safetensors_config,
 )
-from .transforms import AudioTransform, Transforms, VideoTransform
+from .transforms import Transforms, VideoTransform, audio_transform
 
 __all__ = ["list_models", "create_model", "from_pretrained", "read_config", "create_transforms", "resolve_weights"]
 
@@ -83,7 +83,8 @@ def create_model(
             raise ValueError("video_depth and proj_dims are fixed by pretrained weights")
         config, state = hub.load_weights(weight_spec, lambda: model_config(model_spec, weight_spec),
                                          cache_dir_=cache_dir, progress=progress)
-        return build_model(config, state, modalities=modalities, num_classes=num_classes,
+        every = list(normalize_modalities(modalities)) == list(MODALITIES)  # the default: every tower it has
+        return build_model(config, state, modalities=None if every else modalities, num_classes=num_classes,
                            label_names=label_names, device=device)
     config = model_config(model_spec, weight_spec, modalities=modalities, video_depth=video_depth, proj_dims=proj_dims)
     config["weights"] = None  # architecture and preprocessing of the named weights, random initialisation
@@ -231,6 +232,6 @@ def create_transforms(name_or_model: Any, *, train: bool = False) -> Transforms:
     mods = config.get("modalities") or ["video", "audio"]
     return Transforms(
         video=VideoTransform(pre["video"], train=train) if "video" in mods else None,
-        audio=AudioTransform(pre["audio"], train=train) if "audio" in mods else None,
+        audio=audio_transform(pre["audio"], train=train) if "audio" in mods else None,
         config=pre,
     )

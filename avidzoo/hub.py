@@ -31,12 +31,13 @@ import torch
 from filelock import FileLock, Timeout
 
 from ._env import cache_dir, hf_endpoint, is_offline, show_progress
-from ._files import remove_with_stamp, verify_file
+from ._files import remove_with_stamp, verify_file, write_text_atomic
 from ._version import __version__
 from .config import resolve_weights
-from .convert import read_original_checkpoint
+from .convert import complete_state, gdt_audio_settings, read_release
 from .errors import CheckpointError, ChecksumError, DownloadError, WeightsNotFoundError
-from .manifest import WeightSpec
+from .manifest import FileSpec, WeightSpec
+from .models.avid import AVIDModel
 from .serialization import CONFIG_FILE, WEIGHTS_FILE, read_pretrained_dir, render_model_card, save_pretrained_state
 
 log = logging.getLogger("avidzoo")
@@ -120,65 +121,109 @@ def download_url(
 
 
 # -- sources of a registry weight ----------------------------------------------------------------------------------
-def _mirror_urls(spec: WeightSpec) -> list[str]:
+def _mirror_urls(file: FileSpec) -> list[str]:
     bases = [b for b in os.environ.get("AVIDZOO_MIRRORS", "").replace(",", " ").split() if b]
-    return [f"{b.rstrip('/')}/{spec.file_name}" for b in bases]
+    return [f"{b.rstrip('/')}/{file.file_name}" for b in bases]
 
 
-def network_sources(spec: WeightSpec) -> list[str | dict]:
-    """HF Hub sources first, then ``AVIDZOO_MIRRORS``, then the manifest URLs, without duplicates."""
-    hf = [s for s in spec.sources if isinstance(s, Mapping)]
-    urls = _mirror_urls(spec) + [s for s in spec.sources if isinstance(s, str)]
+def network_sources(spec: WeightSpec, file: FileSpec | None = None) -> list[str | dict]:
+    """HF Hub sources first, then ``AVIDZOO_MIRRORS``, then the manifest URLs, without duplicates (of ``file``, by
+    default the weight's first file)."""
+    file = file or spec.files[0]
+    hf = [s for s in file.sources if isinstance(s, Mapping)]
+    urls = _mirror_urls(file) + [s for s in file.sources if isinstance(s, str)]
     return hf + list(dict.fromkeys(urls))
 
 
-def _fetch_hf(source: Mapping[str, Any], spec: WeightSpec) -> Path:
+def _fetch_hf(source: Mapping[str, Any], file: FileSpec) -> Path:
     from huggingface_hub import hf_hub_download
 
-    path = hf_hub_download(
-        source["hf_hub_id"], source.get("filename", spec.file_name), revision=source.get("revision"),
+    return Path(hf_hub_download(
+        source["hf_hub_id"], source.get("filename", file.file_name), revision=source.get("revision"),
         library_name="avidzoo", library_version=__version__, endpoint=hf_endpoint(),
-    )
-    verify_file(path, spec.hashes, spec.size_bytes)
-    return Path(path)
+    ))
 
 
 def _describe(source: str | Mapping[str, Any]) -> str:
     return source if isinstance(source, str) else f"hf-hub:{source['hf_hub_id']}"
 
 
-def fetch_original(spec: WeightSpec, *, cache: Path, progress: bool | None = None) -> Path:
-    """A verified local copy of ``spec``'s original file: from the drop folder, the cache, or the network."""
+def hash_status(file: FileSpec, cache_dir_: str | os.PathLike | None = None) -> str:
+    """How ``file`` is checked, in words (``avidzoo info``)."""
+    if file.published:
+        return "published: " + ", ".join(f"{k} {v}" for k, v in file.hashes.items())
+    prefix = f"the sha256 prefix {file.sha256_prefix} in its name, and " if file.sha256_prefix else ""
+    record = cache_dir(cache_dir_) / "hashes" / f"{file.file_name}.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        return (f"no full hash published; checked against {prefix}the sha256 {saved['sha256']} recorded at the "
+                f"first download ({saved['recorded']})")
+    return (f"no full hash published; checked against {prefix}the sha256 of the first download, which is recorded "
+            f"then (not downloaded yet)")
+
+
+def _check_unpublished(spec: WeightSpec, file: FileSpec, path: Path, sha256: str, cache: Path) -> None:
+    """The checks of a file whose authors published no full digest: the name's SHA-256 prefix, if any, then the
+    digest recorded at its first download (trust on first use; recorded now, with a warning, if there is none)."""
+    if file.sha256_prefix and not sha256.startswith(file.sha256_prefix.lower()):
+        raise ChecksumError(f"{path}: sha256 {sha256} does not start with {file.sha256_prefix}, the prefix its "
+                            "release name carries; the file is damaged or not the released one")
+    if file.published:
+        return
+    record = cache / "hashes" / f"{file.file_name}.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if saved["sha256"] != sha256:
+            raise ChecksumError(
+                f"{path}: sha256 {sha256} differs from {saved['sha256']}, recorded when {file.file_name} was first "
+                f"downloaded ({saved['recorded']}). Its authors published no hash, so that first download is the "
+                f"reference; if they replaced the file, delete {record} to accept the new one.")
+        return
+    log.warning("%s: %s has no published hash; its sha256 %s is recorded in %s and every later copy must match it",
+                spec.name, file.file_name, sha256, record)
+    write_text_atomic(record, json.dumps({
+        "file_name": file.file_name, "weights": spec.name, "sha256": sha256, "size": path.stat().st_size,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
+
+
+def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool | None = None) -> tuple[Path, str]:
+    """A verified local copy of one of ``spec``'s original files and its sha256: from the drop folder, the cache,
+    or the network (see :func:`_check_unpublished` for files without a published hash)."""
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
-    candidates = [Path(drop) / spec.file_name] if drop else []
-    candidates.append(cache / "downloads" / spec.file_name)
+    candidates = [Path(drop) / file.file_name] if drop else []
+    candidates.append(cache / "downloads" / file.file_name)
     for path in candidates:
         if path.is_file():
-            verify_file(path, spec.hashes, spec.size_bytes, use_stamp=path.parent != Path(drop or "\0"))
-            return path
+            digests = verify_file(path, file.hashes, file.size_bytes, use_stamp=path.parent != Path(drop or "\0"))
+            _check_unpublished(spec, file, path, digests["sha256"], cache)
+            return path, digests["sha256"]
     if is_offline():
-        raise WeightsNotFoundError(_offline_message(spec, cache))
+        raise WeightsNotFoundError(_offline_message(spec, file, cache))
     errors = []
-    for source in network_sources(spec):
+    for source in network_sources(spec, file):
         try:
             if isinstance(source, Mapping):
-                return _fetch_hf(source, spec)
-            return download_url(source, cache / "downloads" / spec.file_name, hashes=spec.hashes,
-                                size=spec.size_bytes, progress=progress)
+                path = _fetch_hf(source, file)
+            else:
+                path = download_url(source, cache / "downloads" / file.file_name, hashes=file.hashes,
+                                    size=file.size_bytes, progress=progress)
+            digests = verify_file(path, file.hashes, file.size_bytes)
+            _check_unpublished(spec, file, path, digests["sha256"], cache)
+            return path, digests["sha256"]
         except (DownloadError, ChecksumError) as e:
             errors.append(f"  {_describe(source)}: {e}")
         except Exception as e:  # huggingface_hub's own errors, unreachable hosts
             errors.append(f"  {_describe(source)}: {type(e).__name__}: {e}")
-        log.warning("could not fetch %s from %s", spec.file_name, _describe(source))
-    raise DownloadError(f"{spec.name}: every source of {spec.file_name} failed:\n" + "\n".join(errors))
+        log.warning("could not fetch %s from %s", file.file_name, _describe(source))
+    raise DownloadError(f"{spec.name}: every source of {file.file_name} failed:\n" + "\n".join(errors))
 
 
-def _offline_message(spec: WeightSpec, cache: Path) -> str:
-    url = next((s for s in spec.sources if isinstance(s, str)), "")
-    hashes = ", ".join(f"{k} {v}" for k, v in spec.hashes.items())
+def _offline_message(spec: WeightSpec, file: FileSpec, cache: Path) -> str:
+    url = next((s for s in file.sources if isinstance(s, str)), "")
+    hashes = ", ".join(f"{k} {v}" for k, v in file.hashes.items()) or "no published hash"
     return (
         f"{spec.name}: weights not on this machine and offline mode is on (AVIDZOO_OFFLINE / HF_HUB_OFFLINE). "
-        f"Obtain {spec.file_name} ({hashes}) from {url}, or run `avidzoo download {spec.name} --to DIR` on a "
+        f"Obtain {file.file_name} ({hashes}) from {url}, or run `avidzoo download {spec.name} --to DIR` on a "
         f"connected machine, then put it in a folder named by AVIDZOO_WEIGHTS_DIR or in {cache / 'downloads'}."
     )
 
@@ -189,8 +234,33 @@ def _converted_matches(folder: Path, spec: WeightSpec) -> bool:
         cfg = json.loads((folder / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (cfg.get("source") or {}).get("hashes") == dict(spec.hashes)
+    return (cfg.get("source") or {}).get("hashes") == spec.hashes
 
+
+def _check_converted(folder: Path, config: Mapping[str, Any], spec: WeightSpec, cache: Path) -> None:
+    """A converted folder of files without a published hash must come from the copies this cache recorded."""
+    converted = (config.get("source") or {}).get("sha256") or {}
+    for file in spec.files:
+        record = cache / "hashes" / f"{file.file_name}.json"
+        if not file.published and record.is_file() and file.file_name in converted:
+            recorded = json.loads(record.read_text())["sha256"]
+            if converted[file.file_name] != recorded:
+                raise ChecksumError(f"{folder}: converted from a {file.file_name} with sha256 "
+                                    f"{converted[file.file_name]}, not the {recorded} recorded at its first download")
+
+
+def convert_release(spec: WeightSpec, fetched: list[tuple[FileSpec, Path, str]],
+                    config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The avidzoo state dict of a weight's original files, checked strictly against the model ``config``
+    describes (which the files' own settings may amend: GDT's audio preprocessing)."""
+    state, info = read_release(spec.format, [(f, p) for f, p, _ in fetched])
+    if spec.format == "gdt":
+        config["preprocessing"]["audio"].update(gdt_audio_settings(info.get("args", {})))
+    config.setdefault("source", {})["sha256"] = {f.file_name: sha for f, _, sha in fetched}
+    mods = set(config["modalities"])
+    state = {k: v for k, v in state.items() if k.split("_", 1)[0] in mods}
+    expected = AVIDModel(config).state_dict()
+    return complete_state(state, expected, spec.file_name)
 
 
 def load_weights(
@@ -232,7 +302,9 @@ def _served(
     cache = cache_dir(cache_dir_)
     if (folder := weights_folder(spec, cache)) is not None:
         try:
-            return folder, *read_pretrained_dir(folder)
+            config, state = read_pretrained_dir(folder)
+            _check_converted(folder, config, spec, cache)
+            return folder, config, state
         except (ChecksumError, CheckpointError) as e:
             if folder.parent != cache / "weights":
                 raise  # a read-only drop folder is the user's to fix
@@ -252,12 +324,13 @@ def _served(
                 return folder, *read_pretrained_dir(folder)
             except (ChecksumError, CheckpointError):
                 pass
-        original = fetch_original(spec, cache=cache, progress=progress)
-        state = read_original_checkpoint(original)
+        fetched = [(f, *fetch_file(spec, f, cache=cache, progress=progress)) for f in spec.files]
         config = make_config()
+        state = convert_release(spec, fetched, config)
         save_pretrained_state(state, config, folder)
-        if original.parent == cache / "downloads":  # the converted copy replaces the multi-GB training checkpoint
-            remove_with_stamp(original)
+        for _, original, _ in fetched:
+            if original.parent == cache / "downloads":  # the converted copy replaces the multi-GB training checkpoint
+                remove_with_stamp(original)
     finally:
         lock.release()
     return folder, *read_pretrained_dir(folder)
@@ -287,20 +360,24 @@ def download(
                 shutil.copy2(folder / f, target / f)
             card = folder / "README.md"
             (target / "README.md").write_text(card.read_text() if card.is_file() else render_model_card(config))
-            (target / "LICENSE").write_text(_license_text(spec.license))
+            (target / "LICENSE").write_text(_license_text(spec))
             folder = target
         out[spec.name] = folder
     return out
 
 
-def _license_text(license_id: str) -> str:
-    if license_id == "CC-BY-NC-4.0":
-        return (
-            "These weights were released by Facebook, Inc. and its affiliates (facebookresearch/AVID-CMA) under the\n"
-            "Creative Commons Attribution-NonCommercial 4.0 International license:\n"
-            "https://creativecommons.org/licenses/by-nc/4.0/legalcode\n"
-        )
-    return f"License: {license_id}\n"
+_LICENSE_URLS = {"CC-BY-NC-4.0": "Creative Commons Attribution-NonCommercial 4.0 International license:\n"
+                                  "https://creativecommons.org/licenses/by-nc/4.0/legalcode",
+                 "MIT": "MIT license: https://opensource.org/license/mit"}
+
+
+def _license_text(spec: WeightSpec) -> str:
+    """The LICENSE of a portable folder: who released the weights (their repository) and under what terms."""
+    terms = _LICENSE_URLS.get(spec.license, spec.license)
+    text = f"These weights ({spec.name}) were released by the authors of {spec.origin_url or 'their repository'}\n" \
+           f"under the {terms}\n"
+    note = spec.extra.get("license_note")
+    return text + (f"\nNote: {note}.\n" if note else "")
 
 
 def hf_hub_folder(repo: str, *, cache_dir_: str | os.PathLike | None = None, weights: bool = True) -> Path:

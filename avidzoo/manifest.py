@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import UnknownModelError
 
-__all__ = ["Manifest", "ModelSpec", "WeightSpec", "get_manifest"]
+__all__ = ["Manifest", "ModelSpec", "WeightSpec", "FileSpec", "get_manifest"]
 
 MANIFEST_FILE = "weights_manifest.json"
 _SECTIONS = ("architectures", "methods", "models", "tag_aliases", "preprocessing", "protocols", "recipes", "weights")
@@ -41,17 +41,33 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class FileSpec:
+    """One released file: its name, where it is served, and what it must hash to. ``hashes`` are published full
+    digests (``sha1``, ``sha256``; empty when the authors published none), ``sha256_prefix`` the leading hex digits a
+    file name carries (XDC's, as torch.hub checks them); ``tower`` names the modality a per-tower file holds."""
+
+    file_name: str
+    sources: tuple[Any, ...]
+    hashes: Mapping[str, str]
+    size_bytes: int | None = None
+    sha256_prefix: str | None = None
+    tower: str | None = None
+
+    @property
+    def published(self) -> bool:
+        """Whether a full digest was published (else the first download's SHA-256 is recorded and trusted)."""
+        return bool(self.hashes)
+
+
+@dataclass(frozen=True)
 class WeightSpec:
-    """One weights file and everything known about it (``name`` is ``model.tag``)."""
+    """One set of weights (one file, or one per tower) and everything known about it (``name`` is ``model.tag``)."""
 
     name: str
     model: str
     tag: str
     format: str
-    file_name: str
-    sources: tuple[Any, ...]
-    hashes: Mapping[str, str]
-    size_bytes: int | None
+    files: tuple[FileSpec, ...]
     license: str
     preprocessing: Mapping[str, Any]
     metrics: Mapping[str, float]
@@ -60,7 +76,24 @@ class WeightSpec:
     hash_provenance: str = ""
     origin_url: str = ""
     training_config: str = ""
+    modalities: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def file_name(self) -> str:
+        return " + ".join(f.file_name for f in self.files)
+
+    @property
+    def hashes(self) -> dict[str, Any]:
+        """The published digests: ``{"sha1": ...}`` for one file, ``{file_name: {...}}`` for per-tower files."""
+        if len(self.files) == 1:
+            return dict(self.files[0].hashes)
+        return {f.file_name: dict(f.hashes) for f in self.files}
+
+    @property
+    def size_bytes(self) -> int | None:
+        sizes = [f.size_bytes for f in self.files]
+        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -119,8 +152,11 @@ class Manifest:
                 raise ValueError(f"manifest: weight {name!r} must be named '<model>.<tag>' with a known model")
             if w["preprocessing"] not in d["preprocessing"]:
                 raise ValueError(f"manifest: weight {name!r} names unknown preprocessing {w['preprocessing']!r}")
-            if not w.get("hashes"):
-                raise ValueError(f"manifest: weight {name!r} has no expected hash")
+            for f in w.get("files") or [w]:
+                if not f.get("hashes") and not f.get("sha256_prefix") and "none published" not in w.get(
+                        "hash_provenance", ""):
+                    raise ValueError(f"manifest: weight {name!r} has no expected hash and does not say that none "
+                                     "was published (hash_provenance)")
 
     # -- lookups -------------------------------------------------------------------------------------------------
     def model(self, name: str) -> ModelSpec:
@@ -144,11 +180,15 @@ class Manifest:
             raise self._unknown(name)
         w = copy.deepcopy(self.data["weights"][name])
         model, _, tag = name.partition(".")
-        known = {f for f in WeightSpec.__dataclass_fields__ if f not in ("name", "model", "tag", "extra")}
+        file_fields = set(FileSpec.__dataclass_fields__)
+        files = w.pop("files", None) or [{k: w.pop(k) for k in list(w) if k in file_fields}]
+        known = {f for f in WeightSpec.__dataclass_fields__ if f not in ("name", "model", "tag", "extra", "files")}
         kwargs = {k: w.pop(k) for k in list(w) if k in known}
         kwargs["preprocessing"] = copy.deepcopy(self.data["preprocessing"][kwargs["preprocessing"]])
-        kwargs["sources"] = tuple(kwargs.get("sources", ()))
-        return WeightSpec(name=name, model=model, tag=tag, extra=w, **kwargs)
+        if kwargs.get("modalities"):
+            kwargs["modalities"] = tuple(kwargs["modalities"])
+        specs = tuple(FileSpec(**{**f, "sources": tuple(f.get("sources", ()))}) for f in files)
+        return WeightSpec(name=name, model=model, tag=tag, files=specs, extra=w, **kwargs)
 
     def resolve(self, name: str) -> tuple[ModelSpec, WeightSpec | None]:
         """``model`` (its default weights, if any) or ``model.tag`` (a tag alias like ``kinetics`` is accepted)."""

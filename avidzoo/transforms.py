@@ -6,7 +6,8 @@ Accepted layouts:
   ``(B, T, H, W, 3)``; float input is taken to be in [0, 255]. Output ``(3, T, S, S)`` or ``(B, 3, T, S, S)`` float32,
   S = ``crop_size``. Works on any device: move the frames to CUDA first to run it there.
 * audio: a waveform ``(N,)``, ``(C, N)`` or a batch ``(B, C, N)``, float in [-1, 1]. Output ``(1, T, F)`` or
-  ``(B, 1, T, F)`` float32 normalised log-spectrograms (the released weights: ``(1, 200, 257)``).
+  ``(B, 1, T, F)`` float32 normalised log-spectrograms for AVID (the released weights: ``(1, 200, 257)``); the
+  siblings' log-mel (CrissCross) and log-filterbank (GDT) inputs are frequency first, ``(B, 1, F, T)``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
 
-__all__ = ["VideoTransform", "AudioTransform", "Transforms", "clip_seconds"]
+__all__ = ["VideoTransform", "AudioTransform", "LogMelTransform", "LogFbankTransform", "audio_transform", "Transforms",
+           "clip_seconds", "filterbank_matrix"]
 
 
 def clip_seconds(config: Mapping[str, Any], modality: str) -> float:
@@ -142,32 +145,19 @@ def load_norm_stats(file: str, sha256: str) -> tuple[torch.Tensor, torch.Tensor]
         return torch.from_numpy(npz["mean"].astype(np.float32)), torch.from_numpy(npz["std"].astype(np.float32))
 
 
-class AudioTransform:
-    """The original log-spectrogram: mono, trim/pad to ``clip_duration``, power STFT (``n_fft``, ``hop_length``,
-    periodic Hann, centred, reflect-padded), keep bin 0 and average the other bins in adjacent pairs, first
-    ``num_frames`` frames, ``10 log10(max(S, amin))`` floored at the clip's max minus ``top_db``, then per-frequency
-    ``(x - mean) / (std + eps)``. With ``train=True`` a volume gain drawn per clip from ``volume_gain`` comes first.
-    Waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` -> ``(1, T, F)`` / ``(B, 1, T, F)``.
-    """
+class _WaveformTransform:
+    """What every audio input shares: waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` float in [-1, 1], resampled to
+    ``sample_rate``, averaged to mono, trimmed or zero-padded to ``clip_duration``, with a volume gain drawn per clip
+    from ``train.volume_gain`` when ``train=True``; :meth:`spectrogram` turns the mono ``(B, N)`` into
+    ``(B, 1, ., .)``."""
 
     def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
         self.config = dict(config)
         self.train = train
         c = self.config
-        self.gain_range = tuple(c["train"]["volume_gain"]) if train else (1.0, 1.0)
+        self.gain_range = tuple(c.get("train", {}).get("volume_gain", (1.0, 1.0))) if train else (1.0, 1.0)
         self.sample_rate = int(c["sample_rate"])
         self.num_samples = int(round(float(c["clip_duration"]) * self.sample_rate))
-        self.n_fft, self.hop_length = int(c["n_fft"]), int(c["hop_length"])
-        self.num_frames, self.freq_bins = int(c["num_frames"]), int(c["freq_bins"])
-        if c.get("bin_pooling") != "keep_dc_mean_pairs" or (self.n_fft // 2) != 2 * (self.freq_bins - 1):
-            raise ValueError(f"unsupported spectrogram config: n_fft {self.n_fft} with {self.freq_bins} bins")
-        stats = c["norm_stats"]
-        self.mean, self.std = load_norm_stats(stats["file"], stats["sha256"])
-        self.eps = float(stats["eps"])
-
-    def __repr__(self) -> str:
-        return (f"AudioTransform(sample_rate={self.sample_rate}, samples={self.num_samples}, n_fft={self.n_fft}, "
-                f"hop={self.hop_length}, out=(1, {self.num_frames}, {self.freq_bins}))")
 
     def __call__(self, waveform: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor:
         x = torch.as_tensor(waveform)
@@ -192,6 +182,33 @@ class AudioTransform:
         return spec if batched else spec[0]
 
     def spectrogram(self, mono: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AudioTransform(_WaveformTransform):
+    """AVID's log-spectrogram: mono, trim/pad to ``clip_duration``, power STFT (``n_fft``, ``hop_length``,
+    periodic Hann, centred, reflect-padded), keep bin 0 and average the other bins in adjacent pairs, first
+    ``num_frames`` frames, ``10 log10(max(S, amin))`` floored at the clip's max minus ``top_db``, then per-frequency
+    ``(x - mean) / (std + eps)``. With ``train=True`` a volume gain drawn per clip from ``volume_gain`` comes first.
+    Waveforms ``(N,)``, ``(C, N)`` or ``(B, C, N)`` -> ``(1, T, F)`` / ``(B, 1, T, F)``, time first.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
+        super().__init__(config, train=train)
+        c = self.config
+        self.n_fft, self.hop_length = int(c["n_fft"]), int(c["hop_length"])
+        self.num_frames, self.freq_bins = int(c["num_frames"]), int(c["freq_bins"])
+        if c.get("bin_pooling") != "keep_dc_mean_pairs" or (self.n_fft // 2) != 2 * (self.freq_bins - 1):
+            raise ValueError(f"unsupported spectrogram config: n_fft {self.n_fft} with {self.freq_bins} bins")
+        stats = c["norm_stats"]
+        self.mean, self.std = load_norm_stats(stats["file"], stats["sha256"])
+        self.eps = float(stats["eps"])
+
+    def __repr__(self) -> str:
+        return (f"AudioTransform(sample_rate={self.sample_rate}, samples={self.num_samples}, n_fft={self.n_fft}, "
+                f"hop={self.hop_length}, out=(1, {self.num_frames}, {self.freq_bins}))")
+
+    def spectrogram(self, mono: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` mono waveforms of the configured length -> ``(B, 1, T, F)`` normalised log-spectrograms."""
         window = torch.hann_window(self.n_fft, periodic=True, device=mono.device)
         stft = torch.stft(mono, self.n_fft, self.hop_length, window=window, center=True, pad_mode="reflect",
@@ -213,10 +230,117 @@ class AudioTransform:
         return 1, frames, self.freq_bins
 
 
+class LogMelTransform(_WaveformTransform):
+    """CrissCross's log-mel input: power STFT (``n_fft``, ``hop_length``, Hann ``win_length``, centred, ``pad_mode``),
+    ``power_eps`` added to every power bin, ``n_mels`` Slaney-scale, Slaney-normalised mel filters from ``f_min`` to
+    ``f_max`` (librosa's defaults), ``ln(mel + log_eps)``, then ``(x - mean) / std`` with one scalar pair.
+    Waveforms -> ``(B, 1, n_mels, T)``, frequency first (CrissCross at 16 kHz, 2 s: ``(1, 80, 201)``)."""
+
+    def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
+        super().__init__(config, train=train)
+        c = self.config
+        self.n_fft, self.hop_length = int(c["n_fft"]), int(c["hop_length"])
+        self.win_length = int(c.get("win_length", self.n_fft))
+        import torchaudio.functional as AF
+
+        self.filters = AF.melscale_fbanks(self.n_fft // 2 + 1, float(c["f_min"]), float(c["f_max"]),
+                                          int(c["n_mels"]), self.sample_rate, norm="slaney", mel_scale="slaney")
+
+    def __repr__(self) -> str:
+        return (f"LogMelTransform(sample_rate={self.sample_rate}, samples={self.num_samples}, n_fft={self.n_fft}, "
+                f"hop={self.hop_length}, out={self.output_shape})")
+
+    def spectrogram(self, mono: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` -> ``(B, 1, n_mels, T)`` normalised log-mel frames."""
+        c = self.config
+        window = torch.hann_window(self.win_length, periodic=True, device=mono.device)
+        stft = torch.stft(mono, self.n_fft, self.hop_length, self.win_length, window=window, center=True,
+                          pad_mode=c["pad_mode"], return_complex=True)
+        power = stft.real.square() + stft.imag.square() + float(c["power_eps"])  # (B, freqs, T)
+        mel = torch.einsum("bft,fm->bmt", power, self.filters.to(mono.device))
+        x = (torch.log(mel + float(c["log_eps"])) - float(c["mean"])) / float(c["std"])
+        return x.unsqueeze(1).contiguous()
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return 1, int(self.config["n_mels"]), 1 + self.num_samples // self.hop_length
+
+
+def filterbank_matrix(n_filters: int, n_fft: int, sample_rate: int, low_hz: float = 0.0,
+                      high_hz: float | None = None) -> torch.Tensor:
+    """Triangular mel filters on FFT bins rounded down to integers (the python_speech_features construction GDT's
+    inputs used): ``(n_filters, n_fft // 2 + 1)``, unnormalised, HTK mel scale ``2595 log10(1 + f / 700)``."""
+    high_hz = high_hz or sample_rate / 2
+    mels = torch.linspace(2595 * math.log10(1 + low_hz / 700), 2595 * math.log10(1 + high_hz / 700), n_filters + 2,
+                          dtype=torch.float64)
+    bins = torch.floor((n_fft + 1) * (700 * (10 ** (mels / 2595) - 1)) / sample_rate).long().tolist()
+    out = torch.zeros(n_filters, n_fft // 2 + 1, dtype=torch.float64)
+    for j in range(n_filters):
+        lo, mid, hi = bins[j], bins[j + 1], bins[j + 2]
+        for i in range(lo, mid):
+            out[j, i] = (i - lo) / (mid - lo)
+        for i in range(mid, hi):
+            out[j, i] = (hi - i) / (hi - mid)
+    return out.float()
+
+
+class LogFbankTransform(_WaveformTransform):
+    """GDT's log filterbank input: samples at 16-bit scale (``sample_scale``), pre-emphasis ``y[n] = x[n] - p x[n-1]``,
+    rectangular frames of ``win_length`` every ``hop_length`` samples (the last one zero-padded), power spectrum
+    ``|rfft(frame, n_fft)|^2 / n_fft``, ``n_filters`` triangular filters (:func:`filterbank_matrix`), exact zeros
+    replaced by float64's eps, natural log, then ``(x - z_mean) / z_std`` when ``z_normalize``.
+    Waveforms -> ``(B, 1, n_filters, T)``, frequency first (GDT at 24 kHz, 1 s: ``(1, 40, 99)``)."""
+
+    def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
+        super().__init__(config, train=train)
+        c = self.config
+        self.win_length, self.hop_length, self.n_fft = int(c["win_length"]), int(c["hop_length"]), int(c["n_fft"])
+        self.filters = filterbank_matrix(int(c["n_filters"]), self.n_fft, self.sample_rate)
+
+    def __repr__(self) -> str:
+        return (f"LogFbankTransform(sample_rate={self.sample_rate}, samples={self.num_samples}, "
+                f"win={self.win_length}, hop={self.hop_length}, out={self.output_shape})")
+
+    @property
+    def num_frames(self) -> int:
+        n, w, h = self.num_samples, self.win_length, self.hop_length
+        return 1 if n <= w else 1 + math.ceil((n - w) / h)
+
+    def spectrogram(self, mono: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` -> ``(B, 1, n_filters, T)``."""
+        c = self.config
+        x = mono * float(c["sample_scale"])
+        x = torch.cat([x[:, :1], x[:, 1:] - float(c["preemphasis"]) * x[:, :-1]], dim=1)
+        pad = (self.num_frames - 1) * self.hop_length + self.win_length - x.shape[1]
+        frames = F.pad(x, (0, max(pad, 0))).unfold(1, self.win_length, self.hop_length)  # (B, T, win)
+        power = torch.fft.rfft(frames, self.n_fft).abs().square() / self.n_fft
+        feat = power @ self.filters.to(mono.device).T  # (B, T, n_filters)
+        feat = torch.where(feat == 0, torch.finfo(torch.float64).eps, feat).log()
+        if c.get("z_normalize", False):
+            feat = (feat - float(c["z_mean"])) / float(c["z_std"])
+        return rearrange(feat, "b t f -> b 1 f t").contiguous()
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return 1, int(self.config["n_filters"]), self.num_frames
+
+
+AUDIO_TRANSFORMS: dict[str, type[_WaveformTransform]] = {
+    "avid_spectrogram": AudioTransform, "log_mel": LogMelTransform, "log_fbank": LogFbankTransform}
+
+
+def audio_transform(config: Mapping[str, Any], *, train: bool = False) -> _WaveformTransform:
+    """The audio transform a preprocessing config's ``kind`` names (AVID's spectrogram when it names none)."""
+    kind = config.get("kind", "avid_spectrogram")
+    if kind not in AUDIO_TRANSFORMS:
+        raise ValueError(f"unknown audio preprocessing kind {kind!r}; known: {', '.join(AUDIO_TRANSFORMS)}")
+    return AUDIO_TRANSFORMS[kind](config, train=train)
+
+
 @dataclass(frozen=True)
 class Transforms:
     """The preprocessing of one model's weights: ``.video`` and ``.audio`` callables (``None`` for a missing tower)."""
 
     video: VideoTransform | None
-    audio: AudioTransform | None
+    audio: _WaveformTransform | None
     config: Mapping[str, Any]

@@ -70,11 +70,16 @@ def _verify_folder(folder: Path, report: VerifyReport) -> None:
 
 def _verify_file(path: Path, report: VerifyReport) -> None:
     manifest = get_manifest()
-    known = [w for w in manifest.data["weights"] if manifest.data["weights"][w]["file_name"] == path.name]
+    known = [(spec, f) for spec in map(manifest.weight, manifest.data["weights"]) for f in spec.files
+             if f.file_name == path.name]
     if known:
-        spec = manifest.weight(known[0])
-        digests = verify_file(path, spec.hashes, spec.size_bytes, use_stamp=False)
-        report.checks.append(f"{path}: matches {spec.name} ({', '.join(f'{k} {digests[k]}' for k in spec.hashes)})")
+        spec, file = known[0]
+        digests = verify_file(path, file.hashes, file.size_bytes, use_stamp=False)
+        if file.published:
+            report.checks.append(f"{path}: matches {spec.name} "
+                                 f"({', '.join(f'{k} {digests[k]}' for k in file.hashes)})")
+        else:
+            report.checks.append(f"{path}: {spec.name} publishes no full hash; sha256 {digests['sha256']}")
     if path.suffix == ".safetensors":
         _, state = read_safetensors(path)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import avidzoo
+from avidzoo.config import resolve_weights
 from avidzoo.manifest import get_manifest
 
 from conftest import REPO_ROOT
@@ -20,14 +21,20 @@ def test_readme_opens_with_install_and_test_commands():
 
 def test_readme_weights_table_matches_manifest():
     rows = {m.group(1): m.groups()[1:] for m in re.finditer(
-        r"^\| `([\w.]+)` \| ([^|]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|$", README, re.M)}
-    weights = get_manifest().data["weights"]
+        r"^\| `([\w.]+)` \| ([^|]+) \| ([^|]+) \| (yes|no) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+|-) \| ([^|]+) \|$",
+        README, re.M)}
+    manifest = get_manifest()
+    weights = manifest.data["weights"]
     assert set(rows) == set(weights)
-    for name, (data, ucf, hmdb, kin, lic) in rows.items():
+    for name, (method, data, audio, ucf, hmdb, kin, lic) in rows.items():
         w = weights[name]
+        spec, make_config = resolve_weights(name)
+        title = manifest.model(spec.model).method_info["title"]
+        assert title.lower().startswith(method.strip().lower()), (name, method)
         assert data.strip() == w["pretrain_data"] and lic.strip() == w["license"]
-        assert (float(ucf), float(hmdb), float(kin)) == (
-            w["metrics"]["ucf101_video@1"], w["metrics"]["hmdb51_video@1"], w["metrics"]["kinetics400_linear"])
+        assert (audio == "yes") == ("audio" in make_config()["modalities"])
+        assert (float(ucf), float(hmdb)) == (w["metrics"]["ucf101_video@1"], w["metrics"]["hmdb51_video@1"])
+        assert (None if kin == "-" else float(kin)) == w["metrics"].get("kinetics400_linear")
 
 
 def test_readme_names_every_model():

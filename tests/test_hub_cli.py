@@ -19,7 +19,7 @@ from avidzoo.cli import main
 from conftest import REPO_ROOT, assert_same_outputs, write_overlay
 
 ENTRYPOINTS = ["cross_avid_r2plus1d", "avid_cma_r2plus1d", "self_avid_r2plus1d", "joint_avid_r2plus1d",
-               "robust_xid_r2plus1d"]
+               "robust_xid_r2plus1d", "crisscross_r2plus1d", "gdt_r2plus1d", "xdc_r2plus1d"]
 
 
 def load_hubconf():

@@ -177,9 +177,11 @@ def test_unreleased_methods_say_how_to_get_weights():
 
 def test_list_models_filters():
     assert avidzoo.list_models("cma") == ["avid_cma_r2plus1d"]
-    assert avidzoo.list_models("*kinetics*", pretrained=True) == [
+    assert avidzoo.list_models("*avid*kinetics*", pretrained=True) == [
         "avid_cma_r2plus1d.kinetics400", "cross_avid_r2plus1d.kinetics400"]
-    assert len(avidzoo.list_models(pretrained=True)) == 4
+    assert avidzoo.list_models("gdt", pretrained=True) == [
+        "gdt_r2plus1d.ht100m", "gdt_r2plus1d.ig65m", "gdt_r2plus1d.kinetics400"]
+    assert len(avidzoo.list_models(pretrained=True)) == 15  # AVID 4, CrissCross 3, GDT 3, XDC 3, supervised 2
 
 
 def test_create_transforms_follow_the_weights_config():

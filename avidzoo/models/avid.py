@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..serialization import push_to_hub, save_pretrained
-from .audio import Conv2D
 from .heads import ClassifierHead, ProjectionHead
-from .video import R2Plus1D
+from .towers import build_encoder
 
 MODALITIES = ("video", "audio")  # the towers, in the order configs list them
 
@@ -26,13 +25,15 @@ __all__ = ["AVIDModel"]
 class AVIDModel(nn.Module):
     """The AVID audio-visual model described by a config dict (see ``config``).
 
-    Submodules (each present only for the towers built): ``video_encoder`` (:class:`R2Plus1D`), ``audio_encoder``
-    (:class:`Conv2D`), ``video_head`` / ``audio_head`` (512-512-128 projection MLPs from pretraining) and
-    ``classifier`` (Dropout + Linear on the pooled 512-d video features, only when ``num_classes`` is set).
+    Submodules (each present only for the towers built): ``video_encoder`` and ``audio_encoder`` (by the config's
+    ``arch``, see :mod:`avidzoo.models.towers`: AVID's :class:`R2Plus1D` and :class:`Conv2D`, or the siblings'
+    torchvision-graph R(2+1)D and audio ResNets), ``video_head`` / ``audio_head`` (512-512-128 projection MLPs from
+    pretraining, AVID only) and ``classifier`` (Dropout + Linear on the pooled 512-d video features, only when
+    ``num_classes`` is set).
 
-    Inputs: video ``(B, 3, T, H, W)`` float, ImageNet-normalised RGB; audio ``(B, 1, T, F)`` normalised
-    log-spectrograms (the released weights: T=200, F=257). Build one with :func:`avidzoo.create_model` or
-    :func:`avidzoo.from_pretrained`.
+    Inputs: video ``(B, 3, T, H, W)`` float, normalised RGB; audio ``(B, 1, T, F)`` normalised log-spectrograms for
+    AVID (the released weights: T=200, F=257), ``(B, 1, F, T)`` log-mel / log-filterbank frames for the audio
+    ResNets. Build one with :func:`avidzoo.create_model` or :func:`avidzoo.from_pretrained`.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -45,12 +46,10 @@ class AVIDModel(nn.Module):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
         cfg["modalities"] = list(modalities)
         proj_dims = cfg.get("proj_dims")
-        if "video" in modalities:
-            self.video_encoder = R2Plus1D(int(cfg["video"]["depth"]))
-            self.video_head = ProjectionHead(R2Plus1D.out_dim, proj_dims) if proj_dims else None
-        if "audio" in modalities:
-            self.audio_encoder = Conv2D(int(cfg["audio"]["depth"]))
-            self.audio_head = ProjectionHead(Conv2D.out_dim, proj_dims) if proj_dims else None
+        for m in modalities:
+            encoder = build_encoder(m, cfg[m])
+            setattr(self, f"{m}_encoder", encoder)
+            setattr(self, f"{m}_head", ProjectionHead(encoder.out_dim, proj_dims) if proj_dims else None)
         self.classifier: ClassifierHead | None = None
         if cfg.get("num_classes"):
             self.reset_classifier(int(cfg["num_classes"]), cfg.get("label_names"), cfg.get("dropout", 0.5))
@@ -80,8 +79,8 @@ class AVIDModel(nn.Module):
 
     @property
     def num_features(self) -> int:
-        """Width of the pooled encoder features (512)."""
-        return R2Plus1D.out_dim
+        """Width of the pooled encoder features (512 for every tower avidzoo has)."""
+        return getattr(self, f"{self.modalities[0]}_encoder").out_dim
 
     @property
     def embed_dim(self) -> int | None:
@@ -177,7 +176,7 @@ class AVIDModel(nn.Module):
             raise ValueError("the classifier sits on the video tower, which this model was built without")
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(f"{len(label_names)} label names given for {num_classes} classes")
-        self.classifier = ClassifierHead(R2Plus1D.out_dim, num_classes, dropout) if num_classes else None
+        self.classifier = ClassifierHead(self.video_encoder.out_dim, num_classes, dropout) if num_classes else None
         self._config.update(
             num_classes=num_classes or None,
             label_names=list(label_names) if label_names is not None else None,

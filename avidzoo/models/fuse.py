@@ -55,4 +55,24 @@ def fuse_batchnorm(module: nn.Module) -> nn.Module:
             _fold(m.conv1, m.bn1)
             _fold(m.conv2, m.bn2)
             m.bn1, m.bn2 = nn.Identity(), nn.Identity()
+        # torchvision's blocks (the sibling graphs): a BatchNorm right after a conv, in a Sequential (stems,
+        # (2+1)D convs, shortcuts) or as a conv1/bn1, conv2/bn2 pair (2D ResNets)
+        if isinstance(m, nn.Sequential):
+            for i in range(1, len(m)):
+                conv = _last_conv(m[i - 1])
+                if isinstance(m[i], nn.modules.batchnorm._BatchNorm) and conv is not None:
+                    _fold(conv, m[i])
+                    m[i] = nn.Identity()
+        for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2")):
+            conv, bn = getattr(m, conv_name, None), getattr(m, bn_name, None)
+            if isinstance(conv, nn.modules.conv._ConvNd) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                _fold(conv, bn)
+                setattr(m, bn_name, nn.Identity())
     return module
+
+
+def _last_conv(m: nn.Module) -> nn.modules.conv._ConvNd | None:
+    """``m`` if it is a conv, or the conv that ends a Sequential (torchvision's ``Conv2Plus1D``); else None."""
+    while isinstance(m, nn.Sequential) and len(m):
+        m = m[-1]
+    return m if isinstance(m, nn.modules.conv._ConvNd) else None

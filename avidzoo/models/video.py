@@ -7,7 +7,7 @@ This is *not* torchvision's ``r2plus1d_18``. It follows the released AVID checkp
   ``planes -> planes``;
 * the block's BatchNorm sits *after* the residual addition, and the second temporal conv has no BN;
 * the first block of stages 3-5 downsamples time and space (stride 2, 2, 2);
-* global *max* pooling.
+* global *max* pooling (``pool="avg"`` for CrissCross's pretrained features).
 
 Attribute names match the original modules so that state dicts load without renaming.
 """
@@ -77,15 +77,18 @@ class R2Plus1D(nn.Module):
     """AVID video encoder.
 
     Input: ``(B, 3, T, H, W)`` float RGB in [0, 1], normalised with ImageNet mean/std (pretraining used
-    T=8 frames at 16 fps and H=W=224). Output of :meth:`forward`: ``(B, 512)`` max-pooled ``conv5x`` features.
+    T=8 frames at 16 fps and H=W=224). Output of :meth:`forward`: ``(B, 512)`` max-pooled (``pool="avg"``: averaged)
+    ``conv5x`` features.
     Time is halved by each of conv3x, conv4x and conv5x, space by 4 in the stem and then 2 per stage.
     """
 
     out_dim = 512
     feature_channels = FEATURE_CHANNELS
 
-    def __init__(self, depth: int = 18) -> None:
+    def __init__(self, depth: int = 18, pool: str = "max") -> None:
         super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         if depth not in VIDEO_STAGE_BLOCKS:
             raise ValueError(f"R2Plus1D depth must be one of {sorted(VIDEO_STAGE_BLOCKS)}, got {depth}")
         self.depth = depth
@@ -100,7 +103,8 @@ class R2Plus1D(nn.Module):
         for i, (planes, n) in enumerate(zip(_STAGE_WIDTHS, blocks)):
             setattr(self, f"conv{i + 2}x", _make_stage(in_planes, planes, n, downsample=i > 0))
             in_planes = planes
-        self.pool = nn.AdaptiveMaxPool3d((1, 1, 1))
+        # AVID max-pools; CrissCross's pretraining averaged (its finetuning configs max-pool again)
+        self.pool = nn.AdaptiveMaxPool3d((1, 1, 1)) if pool == "max" else nn.AdaptiveAvgPool3d((1, 1, 1))
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every stage's output: ``conv1 .. conv5x`` as ``(B, C, T', H', W')``, ``pool`` as ``(B, 512, 1, 1, 1)``."""
