@@ -255,5 +255,5 @@ def complete_state(state: dict[str, torch.Tensor], expected: Mapping[str, torch.
         raise CheckpointError(f"{where}: does not fit the model: " + "; ".join(p for p in parts if p))
     out = dict(state)
     for k in missing:
-        out[k] = torch.zeros_like(expected[k])
+        out[k] = torch.zeros(expected[k].shape, dtype=expected[k].dtype)
     return out

@@ -259,7 +259,8 @@ def convert_release(spec: WeightSpec, fetched: list[tuple[FileSpec, Path, str]],
     config.setdefault("source", {})["sha256"] = {f.file_name: sha for f, _, sha in fetched}
     mods = set(config["modalities"])
     state = {k: v for k, v in state.items() if k.split("_", 1)[0] in mods}
-    expected = AVIDModel(config).state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        expected = AVIDModel(config).state_dict()
     return complete_state(state, expected, spec.file_name)
 
 

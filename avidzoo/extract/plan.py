@@ -77,10 +77,11 @@ def plan_threads(
     On CUDA the model needs the CPU only to launch kernels: 1 torch thread (2 from 8 cores), every other core
     decodes, and preprocessing runs on the GPU (uint8 crops cross the bus: 4x less than float inputs). On a CPU with
     up to 4 cores, decoding runs in the main process between batches (``workers=0``) and torch takes every core:
-    measured on 2 cores (``benchmarks/extract.py``) that beats one worker beside one torch thread by 2.2x, and one
-    worker beside two torch threads (oversubscribed) by 1.1x. From 5 cores, one decoding worker per 4 cores and the
-    rest to torch, preprocessing in the workers (on a CPU the device placement measured 0.94-0.98x). A plan that
-    needs more threads than cores only comes from explicit settings, and warns.
+    measured on 2 cores (``benchmarks/extract.py``) that beats one worker beside one torch thread by 2.2x, and
+    matches one worker beside two torch threads, which oversubscribes (0.93-1.18x of it over four runs). From 5
+    cores, one decoding worker per 4 cores and the rest to torch, preprocessing in the workers (on a CPU the device
+    placement measured 0.94-0.99x). A plan that needs more threads than cores only comes from explicit settings, and
+    warns.
     """
     cores = cores or available_cores()
     cuda = device.type == "cuda"
