@@ -87,3 +87,21 @@ def test_manifest_hf_source_is_tried_first_and_verified(hub, original, clips, tm
     monkeypatch.setenv("AVIDZOO_MANIFEST", str(overlay))
     assert_same_outputs(avidzoo.create_model("test_avid.local", pretrained=True), reference, clips)
     assert any(path.name in p for _, p in hub.log)
+
+
+def test_a_sibling_graph_round_trips_through_the_hub(hub):
+    """GDT's torchvision-graph video and ResNet-9 audio towers push and load like AVID's, preprocessing included."""
+    import torch
+
+    torch.manual_seed(0)
+    model = avidzoo.create_model("gdt_r2plus1d").eval()
+    model.push_to_hub("acme/gdt", token="test-token")
+    loaded = avidzoo.from_pretrained("hf-hub:acme/gdt")
+    assert loaded.config["video"]["arch"] == "tv_r2plus1d" and loaded.config["audio"] == {"arch": "resnet2d",
+                                                                                          "depth": 9}
+    t = avidzoo.create_transforms("hf-hub:acme/gdt")
+    assert t.video.crop_size == 112 and t.audio.output_shape == (1, 40, 99)
+    video, audio = torch.randn(1, 3, 8, 64, 64), torch.randn(1, 1, 40, 99)
+    with torch.inference_mode():
+        assert torch.equal(loaded.encode_video(video), model.encode_video(video))
+        assert torch.equal(loaded.encode_audio(audio), model.encode_audio(audio))

@@ -348,6 +348,9 @@ def test_feature_maps_extraction_and_a_finetuning_step(name, video_px, audio_sha
         with torch.inference_mode():
             amaps = model.forward_features(torch.randn(1, *audio_shape), modality="audio")
         assert {k: v.shape[1] for k, v in amaps.items()} == model.feature_channels("audio")
+        # no projection heads were released: the shared space score-av needs does not exist, and it says so
+        with pytest.raises(ValueError, match="needs the projection heads"):
+            avidzoo.score_av(model, [], progress=False)
     else:
         assert "audio" not in model.modalities and t.audio is None
     # extraction: pooled features and an intermediate layer, through the output folder
