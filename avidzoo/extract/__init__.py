@@ -1,8 +1,9 @@
 """Feature extraction: media files in, embeddings out.
 
-The package follows the data: ``dataset`` (file -> model inputs, in DataLoader workers), ``encoder`` (inputs ->
-features on the device), ``pipeline`` (batching clips across files, progress, torchrun shares; the public
-:class:`FeatureExtractor`) and ``store`` (the output folder: shards, index, resume, :func:`load_features`).
+The package follows the data: ``dataset`` (file -> model inputs, in DataLoader workers, or uint8 crops and waveforms
+finished on the device), ``encoder`` (inputs -> features on the device), ``pipeline`` (batching clips across files,
+progress, torchrun shares; the public :class:`FeatureExtractor`), ``plan`` (decoding processes and threads within
+the cores) and ``store`` (the output folder: shards, index, resume, :func:`load_features`).
 """
 
 from .encoder import ClipEncoder

@@ -70,9 +70,10 @@ class ClipDataset(torch.utils.data.Dataset):
                     item["has_audio"] = f.info.has_audio  # without, its features are those of silence
                     a = self.audio_cfg
                     waves = f.read_audio(starts, clip_seconds(a, "audio"), sample_rate=int(a["sample_rate"]))
-                    item["audio"] = torch.stack(waves) if self.raw else self.transforms.audio(torch.stack(waves))
-                    if self.raw:
-                        raw["audio"] = "wave"
+                    if self.raw:  # the spectrogram is made on the device
+                        item["audio"], raw["audio"] = torch.stack(waves), "wave"
+                    else:
+                        item["audio"] = self.transforms.audio(torch.stack(waves))
                 if raw:
                     item["raw"] = raw
             return item

@@ -43,13 +43,12 @@ class ClipBatcher:
 
     ``add(item)`` queues a decoded item (``item["n"]`` clips) and yields the files it completes; ``flush()`` runs
     what is left. Both yield ``(item, {modality: features})``. ``clips_done`` counts the clips encoded.
-    ``prepare(items)`` makes one batch's model inputs (default: joins the items' transformed tensors).
+    ``prepare(items)`` makes one batch's model inputs on the device (:func:`~avidzoo.extract.dataset.prepare_batch`).
     """
 
-    def __init__(self, encoder: ClipEncoder,
-                 prepare: Callable[[list[dict]], dict[str, torch.Tensor]] | None = None) -> None:
+    def __init__(self, encoder: ClipEncoder, prepare: Callable[[list[dict]], dict[str, torch.Tensor]]) -> None:
         self.encoder = encoder
-        self.prepare = prepare or (lambda items: {m: torch.cat([it[m] for it in items]) for m in encoder.modalities})
+        self.prepare = prepare
         self.pending: deque[dict] = deque()
         self.queued = 0
         self.clips_done = 0
@@ -100,7 +99,7 @@ class FeatureExtractor(ClipEncoder):
             torch threads; default a plan that never runs more threads than the cores this process may use
             (:func:`~avidzoo.extract.plan.plan_threads`; ``self.plan`` says what was chosen).
         preprocess: where crop, normalisation and the spectrogram run: ``"worker"`` (decoding processes, CPU),
-            ``"device"`` (batched on the model's device; workers send uint8 frames and waveforms), ``"auto"``
+            ``"device"`` (batched on the model's device; workers send uint8 crops and waveforms), ``"auto"``
             (device on CUDA, worker on CPU, the faster placement measured there).
         device: default CUDA when available. dtype: ``"bf16"``/``"fp16"``/``"fp32"``; default bf16 (or fp16) autocast
             on CUDA, fp32 on CPU. channels_last: channels_last_3d memory format for the video encoder.
