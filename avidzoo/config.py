@@ -72,7 +72,8 @@ def model_config(
         weights=weights.name if weights else None, modalities=mods, video=video, audio=dict(arch.get("audio") or {}),
         proj_dims=(list(arch["proj_dims"]) if arch.get("proj_dims") else None) if proj_dims == "default" else (
             list(proj_dims) if proj_dims else None),
-        preprocessing=copy.deepcopy(dict(weights.preprocessing)) if weights else model_preprocessing(model),
+        preprocessing=copy.deepcopy(dict(weights.preprocessing)) if weights else default_preprocessing(
+            model.arch.get("preprocessing", "avid_original")),
         license=weights.license if weights else None,
     )
     if weights is not None:
@@ -81,16 +82,10 @@ def model_config(
     return cfg
 
 
-def model_preprocessing(model: ModelSpec) -> dict[str, Any]:
-    """The preprocessing an untrained ``model`` gets: its architecture's ``preprocessing`` preset (the siblings'),
-    else AVID's."""
-    name = model.arch.get("preprocessing", "avid_original")
-    return copy.deepcopy(get_manifest().data["preprocessing"][name])
-
-
-def default_preprocessing() -> dict[str, Any]:
-    """The preprocessing of the released weights (the manifest's ``avid_original`` entry), for untrained models."""
-    return copy.deepcopy(get_manifest().data["preprocessing"]["avid_original"])
+def default_preprocessing(preset: str = "avid_original") -> dict[str, Any]:
+    """A preprocessing preset of the manifest, for models without weights of their own: by default the released
+    AVID weights' (``avid_original``); an architecture may name its own (the siblings')."""
+    return copy.deepcopy(get_manifest().data["preprocessing"][preset])
 
 
 def config_from_state(state: Mapping[str, Any], **extra: Any) -> dict[str, Any]:

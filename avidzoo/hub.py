@@ -34,7 +34,7 @@ from ._env import cache_dir, hf_endpoint, is_offline, show_progress
 from ._files import remove_with_stamp, verify_file, write_text_atomic
 from ._version import __version__
 from .config import resolve_weights
-from .convert import complete_state, gdt_audio_settings, read_release
+from .convert import complete_state, gdt_audio_settings, read_release, select_towers
 from .errors import CheckpointError, ChecksumError, DownloadError, WeightsNotFoundError
 from .manifest import FileSpec, WeightSpec
 from .models.avid import AVIDModel
@@ -148,14 +148,19 @@ def _describe(source: str | Mapping[str, Any]) -> str:
     return source if isinstance(source, str) else f"hf-hub:{source['hf_hub_id']}"
 
 
+def _recorded(cache: Path, file: FileSpec) -> tuple[Path, dict[str, Any] | None]:
+    """Where the first download of an unpublished ``file`` is recorded, and the record (None before it)."""
+    record = cache / "hashes" / f"{file.file_name}.json"
+    return record, json.loads(record.read_text()) if record.is_file() else None
+
+
 def hash_status(file: FileSpec, cache_dir_: str | os.PathLike | None = None) -> str:
     """How ``file`` is checked, in words (``avidzoo info``)."""
     if file.published:
         return "published: " + ", ".join(f"{k} {v}" for k, v in file.hashes.items())
     prefix = f"the sha256 prefix {file.sha256_prefix} in its name, and " if file.sha256_prefix else ""
-    record = cache_dir(cache_dir_) / "hashes" / f"{file.file_name}.json"
-    if record.is_file():
-        saved = json.loads(record.read_text())
+    _, saved = _recorded(cache_dir(cache_dir_), file)
+    if saved is not None:
         return (f"no full hash published; checked against {prefix}the sha256 {saved['sha256']} recorded at the "
                 f"first download ({saved['recorded']})")
     return (f"no full hash published; checked against {prefix}the sha256 of the first download, which is recorded "
@@ -170,9 +175,8 @@ def _check_unpublished(spec: WeightSpec, file: FileSpec, path: Path, sha256: str
                             "release name carries; the file is damaged or not the released one")
     if file.published:
         return
-    record = cache / "hashes" / f"{file.file_name}.json"
-    if record.is_file():
-        saved = json.loads(record.read_text())
+    record, saved = _recorded(cache, file)
+    if saved is not None:
         if saved["sha256"] != sha256:
             raise ChecksumError(
                 f"{path}: sha256 {sha256} differs from {saved['sha256']}, recorded when {file.file_name} was first "
@@ -192,11 +196,14 @@ def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool 
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
     candidates = [Path(drop) / file.file_name] if drop else []
     candidates.append(cache / "downloads" / file.file_name)
+    def verified(path: Path, use_stamp: bool = True) -> tuple[Path, str]:
+        sha256 = verify_file(path, file.hashes, file.size_bytes, use_stamp=use_stamp)["sha256"]
+        _check_unpublished(spec, file, path, sha256, cache)
+        return path, sha256
+
     for path in candidates:
         if path.is_file():
-            digests = verify_file(path, file.hashes, file.size_bytes, use_stamp=path.parent != Path(drop or "\0"))
-            _check_unpublished(spec, file, path, digests["sha256"], cache)
-            return path, digests["sha256"]
+            return verified(path, use_stamp=path.parent != Path(drop or "\0"))
     if is_offline():
         raise WeightsNotFoundError(_offline_message(spec, file, cache))
     errors = []
@@ -207,9 +214,7 @@ def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool 
             else:
                 path = download_url(source, cache / "downloads" / file.file_name, hashes=file.hashes,
                                     size=file.size_bytes, progress=progress)
-            digests = verify_file(path, file.hashes, file.size_bytes)
-            _check_unpublished(spec, file, path, digests["sha256"], cache)
-            return path, digests["sha256"]
+            return verified(path)
         except (DownloadError, ChecksumError) as e:
             errors.append(f"  {_describe(source)}: {e}")
         except Exception as e:  # huggingface_hub's own errors, unreachable hosts
@@ -241,9 +246,9 @@ def _check_converted(folder: Path, config: Mapping[str, Any], spec: WeightSpec, 
     """A converted folder of files without a published hash must come from the copies this cache recorded."""
     converted = (config.get("source") or {}).get("sha256") or {}
     for file in spec.files:
-        record = cache / "hashes" / f"{file.file_name}.json"
-        if not file.published and record.is_file() and file.file_name in converted:
-            recorded = json.loads(record.read_text())["sha256"]
+        _, saved = _recorded(cache, file)
+        if not file.published and saved is not None and file.file_name in converted:
+            recorded = saved["sha256"]
             if converted[file.file_name] != recorded:
                 raise ChecksumError(f"{folder}: converted from a {file.file_name} with sha256 "
                                     f"{converted[file.file_name]}, not the {recorded} recorded at its first download")
@@ -257,8 +262,7 @@ def convert_release(spec: WeightSpec, fetched: list[tuple[FileSpec, Path, str]],
     if spec.format == "gdt":
         config["preprocessing"]["audio"].update(gdt_audio_settings(info.get("args", {})))
     config.setdefault("source", {})["sha256"] = {f.file_name: sha for f, _, sha in fetched}
-    mods = set(config["modalities"])
-    state = {k: v for k, v in state.items() if k.split("_", 1)[0] in mods}
+    state = select_towers(state, config["modalities"])
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation
         expected = AVIDModel(config).state_dict()
     return complete_state(state, expected, spec.file_name)
