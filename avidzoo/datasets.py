@@ -315,7 +315,8 @@ class LabelledClips(torch.utils.data.Dataset):
         with MediaFile(self.data.paths[i], threads=1) as f:
             lo, hi = self.data.segments[i]
             lo = max(lo or 0.0, 0.0)
-            hi = min(hi, f.info.duration) if hi is not None else f.info.duration
+            end = f.info.span("video")[1] if f.info.has_video else f.info.duration  # the video's own end
+            hi = min(hi, end) if hi is not None else end
             span = max(hi - lo, 0.0)
             starts = [lo + random_start(span, self.clip_duration, rng)]
             if not self.train:

@@ -37,12 +37,12 @@ def score_av(
     """Audio-visual correspondence of each file: the cosine of its video and audio projected embeddings, averaged
     over clips, and its percentile within the run. Low scores flag soundtracks that do not belong to the picture
     (Robust-xID's faulty positives). Returns rows sorted from the lowest score, then the files without a soundtrack
-    and those that failed (``score`` None, ``error`` says why); ``out_csv`` also writes them."""
+    (or a video stream) and those that failed (``score`` None, ``error`` says why); ``out_csv`` also writes them."""
     kwargs.update(modalities=("video", "audio"), layer="proj", normalize=True, clip_agg="none")
     result = FeatureExtractor(model, **kwargs).extract(inputs)
-    # A file without a soundtrack has nothing to agree with: it is listed, not ranked.
-    silent = set(result.no_audio)
-    keep = [i for i, p in enumerate(result.paths) if p not in silent]
+    # A file without a soundtrack (or without a picture) has nothing to agree with: it is listed, not ranked.
+    both = result.present["video"] & result.present["audio"]
+    keep = [i for i in range(len(result.paths)) if both[i]]
     per_clip = similarity(result["video"][keep], result["audio"][keep])  # (N, clips)
     scores = per_clip.mean(-1)
     n = len(scores)
@@ -51,7 +51,9 @@ def score_av(
     percentile[order] = torch.arange(n, dtype=torch.float32) * (100.0 / max(n - 1, 1))
     rows = [{"path": result.paths[keep[i]], "score": float(scores[i]), "percentile": float(percentile[i]),
              "clip_scores": [round(float(s), 5) for s in per_clip[i]]} for i in order.tolist()]
-    rows += [{"path": p, "score": None, "percentile": None, "error": "no audio stream"} for p in result.no_audio]
+    rows += [{"path": p, "score": None, "percentile": None,
+              "error": "no audio stream" if not result.present["audio"][i] else "no video stream"}
+             for i, p in enumerate(result.paths) if not both[i]]
     rows += [{"path": p, "score": None, "percentile": None, "error": e} for p, e in result.failed.items()]
     if out_csv is not None:
         buf = io.StringIO()

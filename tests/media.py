@@ -60,29 +60,42 @@ def make_video(
     gop: int | None = None,
     bframes: int = 0,
     preset: str = "ultrafast",
+    video_seconds: float | None = None,
+    audio_seconds: float | None = None,
+    audio_offset: float = 0.0,
+    vcodec: str = "libx264",
+    acodec: str = "aac",
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write an H.264/AAC MP4 (or whatever the suffix says). ``frame_times`` gives irregular (VFR) timestamps;
-    ``gop`` the keyframe interval; ``bframes`` consecutive non-reference B-frames."""
+    ``gop`` the keyframe interval; ``bframes`` consecutive non-reference B-frames. ``video_seconds`` /
+    ``audio_seconds`` give the streams lengths of their own (default ``seconds``), ``audio_offset`` starts the audio
+    that late (its first sample's timestamp); ``vcodec``, ``acodec`` and ``pix_fmt`` pick the encoders."""
     path = Path(path)
     options = {"movflags": "+faststart"} if faststart and path.suffix in (".mp4", ".mov", ".m4a") else {}
     container = av.open(str(path), "w", options=options)
     vs = aus = None
+    video_seconds = seconds if video_seconds is None else video_seconds
+    audio_seconds = seconds if audio_seconds is None else audio_seconds
     if video:
         rate = int(round(fps)) if float(fps).is_integer() else fps
-        vs = container.add_stream("libx264", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-        vs.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {}),
-                      # B-frames that nothing references (no pyramid): the non-reference frames real files have
-                      **({"x264-params": f"bframes={bframes}:b-pyramid=none:scenecut=0"} if bframes else {})}
+        vs = container.add_stream(vcodec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], pix_fmt
+        if vcodec == "libx264":
+            vs.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {}),
+                          # B-frames that nothing references (no pyramid): the non-reference frames real files have
+                          **({"x264-params": f"bframes={bframes}:b-pyramid=none:scenecut=0"} if bframes else {})}
+        elif gop:
+            vs.codec_context.gop_size = gop
         if frame_times is not None:
             vs.codec_context.time_base = __import__("fractions").Fraction(1, 1000)
         if rotation is not None:
             vs.set_display_rotation(rotation)
     if audio:
-        layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
-        aus = container.add_stream("aac", rate=audio_rate, layout=layout)
+        layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[channels]
+        aus = container.add_stream(acodec, rate=audio_rate, layout=layout)
     if vs is not None:
-        times = frame_times if frame_times is not None else [i / fps for i in range(int(round(fps * seconds)))]
+        times = frame_times if frame_times is not None else [i / fps for i in range(int(round(fps * video_seconds)))]
         rng = np.random.default_rng(0)
         for i, t in enumerate(times):
             if pattern == "index":
@@ -110,15 +123,26 @@ def make_video(
             _mux(container, vs, frame)
         _mux(container, vs)
     if aus is not None:
-        n = int(round(audio_rate * seconds))
-        t = np.arange(n) / audio_rate
+        n = int(round(audio_rate * audio_seconds))
+        t = audio_offset + np.arange(n) / audio_rate  # file time of each sample
         tone = np.where(t >= tone_start, 0.5 * np.sin(2 * np.pi * tone_freq * t), 0.0).astype(np.float32)
         chans = tone_channels if tone_channels is not None else tuple(range(channels))
         data = np.stack([tone if c in chans else np.zeros_like(tone) for c in range(channels)])
-        for s in range(0, n, 1024):
-            chunk = np.ascontiguousarray(data[:, s:s + 1024])
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=aus.layout.name)
-            frame.rate, frame.pts = audio_rate, s
+        fmt = aus.codec_context.format.name  # what the encoder takes: planar float for AAC, s16 for PCM and MP3 ...
+        step = aus.codec_context.frame_size or 1024
+        first = int(round(audio_offset * audio_rate))
+        for s in range(0, n, step):
+            chunk = data[:, s:s + step]
+            if fmt.startswith("s16"):
+                chunk = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)
+            elif fmt.startswith("s32"):
+                chunk = (np.clip(chunk, -1, 1) * 2147483647).astype(np.int32)
+            elif fmt.startswith("dbl"):
+                chunk = chunk.astype(np.float64)
+            if not fmt.endswith("p"):  # packed: one row of interleaved channels
+                chunk = chunk.T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=fmt, layout=aus.layout.name)
+            frame.rate, frame.pts = audio_rate, first + s
             _mux(container, aus, frame)
         _mux(container, aus)
     container.close()

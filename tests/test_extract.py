@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import avidzoo
 from avidzoo.extract import FeatureExtractor, load_features
-from avidzoo.io import MediaFile, uniform_starts
+from avidzoo.io import MediaFile
 
 from media import make_video
 
@@ -43,11 +43,33 @@ def folder(tmp_path_factory):
     return d
 
 
+def expected_starts(path: Path, n: int, video_clip: float = 0.5, audio_clip: float = 2.0) -> list[float]:
+    """The clip starts, by the rule: from the later stream start to the earlier ``end - clip`` of the two streams
+    (the video's span alone for a file without audio), evenly spaced."""
+    with MediaFile(path) as f:
+        i = f.info
+    v_end = i.video_start + probe_stream_seconds(path, "video")
+    first, last = i.video_start, v_end - video_clip
+    if i.has_audio:
+        first = max(first, i.audio_start)
+        last = min(last, i.audio_start + probe_stream_seconds(path, "audio") - audio_clip)
+    return [first + (last - first) * k / (n - 1) for k in range(n)]
+
+
+def probe_stream_seconds(path: Path, kind: str) -> float:
+    """A stream's own duration as the container declares it (PyAV, read here without avidzoo)."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        return float(stream.duration * stream.time_base)
+
+
 def reference(model: avidzoo.AVIDModel, path: Path, n: int, layer: str = "pool") -> dict[str, torch.Tensor]:
     """Per-clip features by hand: decode, transform, forward each clip alone through the unfused model."""
     t = avidzoo.create_transforms(model)
+    starts = expected_starts(path, n)
     with MediaFile(path) as f:
-        starts = uniform_starts(f.info.duration, 2.0, n)
         frames = f.read_video(starts, num_frames=8, fps=16)  # full resolution; the transform resizes
         waves = f.read_audio(starts, 2.0)
     out = {"video": [], "audio": []}
@@ -78,23 +100,24 @@ def test_features_equal_a_direct_per_clip_forward(model, folder):
     assert list(result.failed) == [str(folder / "broken.mp4")] and "NotMediaError" in result.failed[
         str(folder / "broken.mp4")]
     assert result["video"].shape == (5, n, 512) and result["audio"].shape == (5, n, 512)
+    # the file without a soundtrack: audio marked missing, NaN, never the features of silence
+    assert result.present["audio"].tolist() == [True] * 4 + [False] and result.present["video"].all()
+    assert result.no_audio == [str(folder / "sub" / "silent.mp4")] and result["audio"][4].isnan().all()
     for i, p in enumerate(result.paths):
         ref = reference(m, Path(p), n)
         torch.testing.assert_close(result["video"][i], ref["video"], rtol=2e-3, atol=2e-3)  # decoder vs torch resize
-        torch.testing.assert_close(result["audio"][i], ref["audio"], **TOL)
-        assert result.clip_starts[i] == pytest.approx(uniform_starts(probe_duration(p), 2.0, n))
+        if result.present["audio"][i]:
+            torch.testing.assert_close(result["audio"][i], ref["audio"], **TOL)
+        assert result.clip_starts[i] == pytest.approx(expected_starts(Path(p), n), abs=1e-6)
+        assert result.coverage[i] == {m: [1.0] * n for m in ("video", "audio") if result.present[m][i]}
     # aggregation over clips
     for agg, fn in (("mean", lambda x: x.mean(1)), ("max", lambda x: x.amax(1))):
         r = FeatureExtractor(m, clips_per_video=n, clip_agg=agg, num_workers=0).extract(folder)
         torch.testing.assert_close(r["video"], fn(result["video"]), **TOL)
-        torch.testing.assert_close(r["audio"], fn(result["audio"]), **TOL)
+        torch.testing.assert_close(r["audio"], fn(result["audio"]), **TOL, equal_nan=True)
     r = FeatureExtractor(m, clips_per_video=n, normalize=True, num_workers=0).extract(folder)
-    torch.testing.assert_close(r["audio"], F.normalize(F.normalize(result["audio"], dim=-1).mean(1), dim=-1), **TOL)
-
-
-def probe_duration(path: str) -> float:
-    with MediaFile(path) as f:
-        return f.info.duration
+    torch.testing.assert_close(r["audio"], F.normalize(F.normalize(result["audio"], dim=-1).mean(1), dim=-1), **TOL,
+                               equal_nan=True)
 
 
 @pytest.mark.parametrize("layer", ["proj", "conv5x"])
@@ -202,7 +225,7 @@ def test_resume_after_sigkill_gives_every_video_exactly_once(model, folder, tmp_
     a, b = load_features(out), load_features(clean)
     assert a.paths == b.paths and a.failed == b.failed
     torch.testing.assert_close(a["video"], b["video"], rtol=0, atol=0)
-    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
+    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0, equal_nan=True)
     shards = {r["shard"] for r in rows if r["status"] == "ok"}
     assert {p.name for p in (out / "shards").iterdir()} == shards  # no orphans
 
@@ -227,7 +250,7 @@ def test_two_process_gloo_torchrun_equals_one_process(model, folder, tmp_path):
     ddp, one = load_features(tmp_path / "ddp"), load_features(tmp_path / "one")
     assert ddp.paths == one.paths and ddp.failed.keys() == one.failed.keys()
     torch.testing.assert_close(ddp["video"], one["video"], **TOL)
-    torch.testing.assert_close(ddp["audio"], one["audio"], **TOL)
+    torch.testing.assert_close(ddp["audio"], one["audio"], **TOL, equal_nan=True)
     writers = {p.stem for p in (tmp_path / "ddp" / "parts").glob("*.jsonl")}
     shards = {p.name.rsplit("-", 1)[0] for p in (tmp_path / "ddp" / "shards").iterdir()}
     assert len(writers) == 2 and shards == writers  # each rank is a writer of its own

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..errors import DecodeError
-from ..io import MediaFile, snap_to_keyframes, uniform_starts
+from ..errors import DecodeError, MissingStreamError
+from ..io import MediaFile, clip_span, coverage, snap_to_keyframes, uniform_starts
 from ..transforms import Transforms, clip_seconds
 
 __all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch"]
@@ -18,14 +18,20 @@ __all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch"]
 
 class ClipDataset(torch.utils.data.Dataset):
     """One item per media file: ``clips_per_video`` uniformly spaced clips (``sampling="keyframe"``: each moved to
-    the nearest keyframe), decoded and transformed.
+    a keyframe near it), decoded and transformed.
 
-    Item: ``{"index", "path", "starts", "duration", "video": (n, 3, T, S, S), "audio": (n, 1, T', F), "has_audio"}`` or
-    ``{"index", "path", "error"}`` when the file cannot be read (the error is recorded, never raised). With
-    ``preprocess="device"`` the item carries uint8 and waveforms for :func:`prepare_batch` instead, and ``"raw"``
-    says what each is: ``"video"`` the centre crops ``(n, T, S, S, 3)`` uint8 (``"crop"``; FFmpeg already scaled the
-    frames to the short side ``resize``, and a crop is a slice), ``"audio"`` mono waveforms ``(n, 1, N)`` at the
-    model's rate (``"wave"``).
+    Clips of every requested modality start together, over the span the file's streams cover together
+    (:func:`~avidzoo.io.clip_span`); a modality the file lacks is listed in ``"missing"`` and has no tensor (the
+    pipeline gives it NaN features), and a file with none of the requested streams is an error.
+
+    Item: ``{"index", "path", "starts", "duration", "coverage", "video": (n, 3, T, S, S), "audio": (n, 1, T', F)}``
+    (and ``"has_audio"`` when audio is asked for, ``"missing"``, ``"placement"`` where the streams overlap by less
+    than a clip, ``"distinct_starts"`` where starts repeat), or ``{"index", "path", "error"}`` when the file cannot
+    be read (the error is recorded, never raised). ``"coverage"``: per modality, the fraction of each clip that the
+    stream really fills (the rest is padding). With ``preprocess="device"`` the item carries uint8 and waveforms for
+    :func:`prepare_batch` instead, and ``"raw"`` says what each is: ``"video"`` the centre crops
+    ``(n, T, S, S, 3)`` uint8 (``"crop"``; FFmpeg already scaled the frames to the short side ``resize``, and a crop
+    is a slice), ``"audio"`` mono waveforms ``(n, 1, N)`` at the model's rate (``"wave"``).
     """
 
     def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
@@ -42,8 +48,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.clips_per_video = clips_per_video
         pre = transforms.config
         self.video_cfg, self.audio_cfg = pre["video"], pre["audio"]
-        # Clips of both modalities start together (as in pretraining at test time); the window is the longer one.
-        self.window = max(clip_seconds(pre[m], m) for m in self.modalities)
+        self.clip_durations = {m: clip_seconds(pre[m], m) for m in self.modalities}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -52,35 +57,55 @@ class ClipDataset(torch.utils.data.Dataset):
         path = self.paths[i]
         try:
             with MediaFile(path, threads=self.decoder_threads) as f:
-                starts = uniform_starts(f.info.duration, self.window, self.clips_per_video)
-                if self.sampling == "keyframe" and f.info.has_video:  # no pre-roll: each clip starts at a keyframe
-                    # half a frame in, so that the keyframe is the clip's first frame under either frame rule
-                    lag = (f.info.video_start if f.frame_times == "original" else 0.0) + 0.5 / (f.info.fps or 30.0)
-                    starts = snap_to_keyframes(starts, f.keyframe_times(), lag=lag,
-                                               latest=max(f.info.duration - self.window, 0.0))
-                item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
-                                        "duration": f.info.duration}
-                raw: dict[str, str] = {}
-                if "video" in self.modalities:
-                    v = self.video_cfg
-                    frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
-                                          short_side=int(v["resize"]))
-                    item["video"] = self._video(torch.stack(frames), raw)
-                if "audio" in self.modalities:
-                    item["has_audio"] = f.info.has_audio  # without, its features are those of silence
-                    a = self.audio_cfg
-                    waves = f.read_audio(starts, clip_seconds(a, "audio"), sample_rate=int(a["sample_rate"]))
-                    if self.raw:  # the spectrogram is made on the device
-                        item["audio"], raw["audio"] = torch.stack(waves), "wave"
-                    else:
-                        item["audio"] = self.transforms.audio(torch.stack(waves))
-                if raw:
-                    item["raw"] = raw
-            return item
+                return self._read(i, path, f)
         except DecodeError as e:
             return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
         except Exception as e:  # an unexpected failure on one file must not end a long run
             return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+
+    def _starts(self, f: MediaFile, spans: dict[str, tuple[float, float]]) -> tuple[list[float], str]:
+        first, last, placement = clip_span(spans, self.clip_durations)
+        starts = uniform_starts(last, 0.0, self.clips_per_video, start=first)
+        if self.sampling == "keyframe" and "video" in spans:  # no pre-roll: each clip starts at a keyframe
+            # half a frame in, so that the keyframe is the clip's first frame under either frame rule
+            lag = (f.info.video_start if f.frame_times == "original" else 0.0) + 0.5 / (f.info.fps or 30.0)
+            starts = snap_to_keyframes(starts, f.keyframe_times(), lag=lag, latest=last)
+        return starts, placement
+
+    def _read(self, i: int, path: Path, f: MediaFile) -> dict[str, Any]:
+        spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
+        if not spans:
+            raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
+        starts, placement = self._starts(f, spans)
+        item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
+                                "duration": f.info.duration}
+        missing = [m for m in self.modalities if m not in spans]
+        if missing:
+            item["missing"] = missing
+        if placement != "overlap":  # the streams overlap by less than a clip: placed over this one's span
+            item["placement"] = placement
+        if len(set(item["starts"])) < len(starts):
+            item["distinct_starts"] = len(set(item["starts"]))
+        raw: dict[str, str] = {}
+        if "video" in spans:
+            v = self.video_cfg
+            frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
+                                  short_side=int(v["resize"]))
+            item["video"] = self._video(torch.stack(frames), raw)
+        if "audio" in self.modalities:
+            item["has_audio"] = "audio" in spans
+        if "audio" in spans:
+            waves = f.read_audio(starts, self.clip_durations["audio"], sample_rate=int(self.audio_cfg["sample_rate"]))
+            if self.raw:  # the spectrogram is made on the device
+                item["audio"], raw["audio"] = torch.stack(waves), "wave"
+            else:
+                item["audio"] = self.transforms.audio(torch.stack(waves))
+        # after the reads, which find where a stream without a declared end stops
+        item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], f.span(m)), 4) for s in starts]
+                            for m in spans}
+        if raw:
+            item["raw"] = raw
+        return item
 
     def _video(self, frames: torch.Tensor, raw: dict[str, str]) -> torch.Tensor:
         if self.raw:
@@ -102,17 +127,21 @@ def init_worker(_: int) -> None:
 def prepare_batch(items: Sequence[dict], modalities: Sequence[str], transforms: Transforms,
                   device: torch.device) -> dict[str, torch.Tensor]:
     """The model inputs of several files' items, on ``device``: ``{"video": (B, 3, T, S, S), "audio": (B, 1, T', F)}``
-    with B their clips in order. Transformed items are joined; raw ones (``item["raw"]``) cross to the device as uint8
-    crops (or frames) and waveforms and are transformed there, one call per kind and size."""
+    with B the clips, in order, of the items that have that modality (a modality none has is left out).
+    Transformed items are joined; raw ones (``item["raw"]``) cross to the device as uint8 crops (or frames) and
+    waveforms and are transformed there, one call per kind and size."""
     steps = {"crop": transforms.video.normalize if transforms.video else None, "frames": transforms.video,
              "wave": transforms.audio}
     out = {}
     for m in modalities:
-        parts = [it[m].to(device, non_blocking=True) for it in items]
+        having = [it for it in items if m in it]  # a file without this stream contributes no clips of it
+        if not having:
+            continue
+        parts = [it[m].to(device, non_blocking=True) for it in having]
         groups: dict[tuple, list[int]] = {}
-        for k, (it, part) in enumerate(zip(items, parts)):
+        for k, (it, part) in enumerate(zip(having, parts)):
             groups.setdefault((it.get("raw", {}).get(m), tuple(part.shape[1:])), []).append(k)
-        done: list[torch.Tensor | None] = [None] * len(items)
+        done: list[torch.Tensor | None] = [None] * len(having)
         for (step, _), ks in groups.items():
             joined = torch.cat([parts[k] for k in ks])
             joined = steps[step](joined) if step else joined

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +165,26 @@ class ClipEncoder:
         if self.normalize:
             z = F.normalize(z, dim=-1)
         return z.cpu()
+
+    def per_file(self, feats: Mapping[str, torch.Tensor], items: Sequence[Mapping[str, Any]]) -> list[dict]:
+        """Split one batch's per-clip features ``{modality: (B, D)}`` back into its files' aggregated features, in
+        the order of ``items`` (each with ``"starts"``, one per clip). A file without a modality's stream (listed in
+        its ``"missing"``) gave no clips of it and gets NaN features of the aggregate's shape: marked, never
+        mistaken for an embedding."""
+        offsets = dict.fromkeys(self.modalities, 0)
+        out = []
+        for it in items:
+            n = len(it["starts"])
+            row = {}
+            for m in self.modalities:
+                if m in it.get("missing", ()):
+                    shape = (n, self.feature_dim(m)) if self.clip_agg == "none" else (self.feature_dim(m),)
+                    row[m] = torch.full(shape, float("nan"))
+                    continue
+                row[m] = self.aggregate(feats[m][offsets[m]:offsets[m] + n])
+                offsets[m] += n
+            out.append(row)
+        return out
 
     def aggregate(self, clip_features: torch.Tensor) -> torch.Tensor:
         """``(clips, D)`` -> ``(D,)`` by ``clip_agg`` (``"none"`` keeps ``(clips, D)``)."""

@@ -26,10 +26,12 @@ from .plan import ThreadPlan, plan_threads
 from .store import (
     ExtractionResult,
     ShardWriter,
+    build_result,
     claim_meta,
     collect_garbage,
     done_paths,
     new_writer_id,
+    ok_row,
     reset_output,
     write_snapshot,
 )
@@ -71,14 +73,11 @@ class ClipBatcher:
                 if take >= enc.batch_size:
                     break
             feats = enc.encode(**self.prepare(members))
-            offset = 0
-            for it in members:
+            for it, per_file in zip(members, enc.per_file(feats, members)):
                 self.pending.popleft()
                 self.queued -= it["n"]
                 for m in ("video", "audio"):  # the inputs are spent: a writer keeps items until its shard is full
                     it.pop(m, None)
-                per_file = {m: enc.aggregate(feats[m][offset:offset + it["n"]]) for m in enc.modalities}
-                offset += it["n"]
                 self.clips_done += it["n"]
                 yield it, per_file
 
@@ -249,11 +248,7 @@ class FeatureExtractor(ClipEncoder):
             else:
                 rows[item["index"]] = (item, feats)
         order = sorted(rows)
-        features = {m: torch.stack([rows[i][1][m] for i in order]) if order else
-                    torch.empty(0, self.feature_dim(m)) for m in self.modalities}
-        return ExtractionResult(paths=[rows[i][0]["path"] for i in order], features=features,
-                                clip_starts=[rows[i][0]["starts"] for i in order], failed=failed, meta=self.meta(),
-                                no_audio=[rows[i][0]["path"] for i in order if rows[i][0].get("has_audio") is False])
+        return build_result([ok_row(rows[i][0]) for i in order], [rows[i][1] for i in order], failed, self.meta())
 
     def _extract_to_dir(self, paths, out: Path, *, resume, retry_failed, shard_size, rank, world) -> Path:
         out.mkdir(parents=True, exist_ok=True)

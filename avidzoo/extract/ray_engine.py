@@ -78,13 +78,8 @@ class _Encode:
             enc = self.encoder
             inputs = prepare_batch([{**items[i], **tensors[i]} for i in ok], enc.modalities, self.transforms,
                                    enc.device)
-            feats = enc.encode(**inputs)
-            offset = 0
-            for i in ok:
-                n = len(items[i]["starts"])
-                out[i] = save_tensors({m: enc.aggregate(feats[m][offset:offset + n]).contiguous()
-                                       for m in enc.modalities})
-                offset += n
+            for i, per_file in zip(ok, enc.per_file(enc.encode(**inputs), [items[i] for i in ok])):
+                out[i] = save_tensors({m: t.contiguous() for m, t in per_file.items()})
         return {"item": batch["item"], "features": np.array(out, dtype=object)}
 
 

@@ -31,7 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
 
-__all__ = ["INDEX_FILE", "META_FILE", "ExtractionResult", "check_meta", "claim_meta", "reset_output", "read_index",
+__all__ = ["INDEX_FILE", "META_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
+           "check_meta", "claim_meta", "reset_output", "read_index",
            "read_rows", "done_paths", "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
            "write_snapshot", "StoreStatus", "status", "load_features"]
 
@@ -42,8 +43,12 @@ META_FILE = "meta.json"
 @dataclass
 class ExtractionResult:
     """Features of a run. ``features[modality]`` is ``(N, D)`` (or ``(N, clips, D)`` with ``clip_agg="none"``), row i
-    belonging to ``paths[i]``; ``failed`` maps the paths that could not be read to their error; ``no_audio`` lists
-    the paths without a soundtrack, whose audio features are those of silence (the original's zero filling)."""
+    belonging to ``paths[i]``; ``failed`` maps the paths that could not be read to their error.
+
+    ``present[modality]`` ``(N,)`` bool is the mask of files that have that stream: a file without it (a video
+    without a soundtrack, an audio-only file) has NaN features there. ``no_audio`` lists the paths without a
+    soundtrack. ``coverage[i][modality]`` is, per clip, the fraction the stream really fills (1.0 but where a
+    stream ends inside a clip and the rest is padding)."""
 
     paths: list[str]
     features: dict[str, torch.Tensor]
@@ -51,9 +56,42 @@ class ExtractionResult:
     failed: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     no_audio: list[str] = field(default_factory=list)
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
+    coverage: list[dict[str, list[float]]] = field(default_factory=list)
 
     def __getitem__(self, modality: str) -> torch.Tensor:
         return self.features[modality]
+
+
+# What an index row keeps of a file's item beyond its path and clip starts (see ClipDataset).
+_ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "distinct_starts")
+
+
+def ok_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The index row of a file whose features were computed (without where they are stored)."""
+    return {"path": item["path"], "status": "ok", "clip_starts": item["starts"],
+            **{k: item[k] for k in _ITEM_FIELDS if k in item}}
+
+
+def missing_modalities(row: Mapping[str, Any]) -> list[str]:
+    """The requested modalities a file has no stream of (folders before ``missing`` only said ``has_audio``)."""
+    if "missing" in row:
+        return list(row["missing"])
+    return ["audio"] if row.get("has_audio") is False else []
+
+
+def build_result(rows: Sequence[Mapping[str, Any]], feats: Sequence[Mapping[str, torch.Tensor]],
+                 failed: Mapping[str, str], meta: Mapping[str, Any]) -> ExtractionResult:
+    """An :class:`ExtractionResult` of the finished files' ``rows`` and their ``feats``, in that order."""
+    modalities = meta["modalities"]
+    features = {m: torch.stack([f[m] for f in feats]) if feats else torch.empty(0, meta["feature_dims"][m])
+                for m in modalities}
+    missing = [set(missing_modalities(r)) for r in rows]
+    present = {m: torch.tensor([m not in gone for gone in missing], dtype=torch.bool) for m in modalities}
+    return ExtractionResult(paths=[r["path"] for r in rows], features=features,
+                            clip_starts=[r["clip_starts"] for r in rows], failed=dict(failed), meta=dict(meta),
+                            no_audio=[r["path"] for r, gone in zip(rows, missing) if "audio" in gone],
+                            present=present, coverage=[dict(r.get("coverage") or {}) for r in rows])
 
 
 _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normalize", "clips_per_video",
@@ -189,9 +227,7 @@ class ShardWriter:
         with atomic_path(self.out / "shards" / name) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             fsync(tmp)
-        rows = [{"path": it["path"], "status": "ok", "shard": name, "row": r, "clip_starts": it["starts"],
-                 "duration": it["duration"], **({"has_audio": it["has_audio"]} if "has_audio" in it else {})}
-                for r, (it, _) in enumerate(self.buffer)]
+        rows = [{**ok_row(it), "shard": name, "row": r} for r, (it, _) in enumerate(self.buffer)]
         self._append(rows)  # after the shard is on disk: an indexed row always has its data
         self.seq += 1
         self.buffer = []
@@ -308,22 +344,14 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
     """Read an output folder written by :func:`extract_features` back into an :class:`ExtractionResult`."""
     out = Path(out)
     meta = json.loads((out / META_FILE).read_text())
-    rows = read_rows(out).values()
     shards: dict[str, dict[str, torch.Tensor]] = {}
-    paths, starts, failed, no_audio = [], [], {}, []
-    feats: dict[str, list[torch.Tensor]] = {m: [] for m in meta["modalities"]}
-    for row in rows:
+    ok, feats, failed = [], [], {}
+    for row in read_rows(out).values():
         if row["status"] != "ok":
             failed[row["path"]] = row.get("error", "")
             continue
         if row["shard"] not in shards:
             shards[row["shard"]] = load_file(str(out / "shards" / row["shard"]))
-        for m in feats:
-            feats[m].append(shards[row["shard"]][m][row["row"]])
-        paths.append(row["path"])
-        starts.append(row["clip_starts"])
-        if row.get("has_audio") is False:
-            no_audio.append(row["path"])
-    features = {m: torch.stack(v) if v else torch.empty(0, meta["feature_dims"][m]) for m, v in feats.items()}
-    return ExtractionResult(paths=paths, features=features, clip_starts=starts, failed=failed, meta=meta,
-                            no_audio=no_audio)
+        ok.append(row)
+        feats.append({m: shards[row["shard"]][m][row["row"]] for m in meta["modalities"]})
+    return build_result(ok, feats, failed, meta)

@@ -2,7 +2,8 @@
 
 from .decode import MediaFile, MediaInfo, probe, read_audio_clip, read_video_clip
 from .inputs import MEDIA_EXTENSIONS, find_media
-from .sampling import random_start, sliding_starts, snap_to_keyframes, uniform_starts
+from .sampling import clip_span, coverage, random_start, sliding_starts, snap_to_keyframes, uniform_starts
 
 __all__ = ["MediaFile", "MediaInfo", "probe", "read_video_clip", "read_audio_clip", "uniform_starts",
-           "random_start", "sliding_starts", "snap_to_keyframes", "find_media", "MEDIA_EXTENSIONS"]
+           "random_start", "sliding_starts", "snap_to_keyframes", "clip_span", "coverage", "find_media",
+           "MEDIA_EXTENSIONS"]

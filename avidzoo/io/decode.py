@@ -18,6 +18,12 @@ Targets past the end of the stream are filled by repeating the clip from its fir
 Audio: resampled by FFmpeg's resampler to signed 16-bit mono at the target rate and divided by 32767, as the original;
 zeros before the first sample and after the last.
 
+Streams end where they say: each stream's span is its own start and declared end (its duration in the container, or
+Matroska's ``DURATION`` tag, else the end of its last packet), not the file's, which is the longest stream's. A
+stream that stops more than half a second before its own end is truncated (:class:`CorruptMediaError`); a clip past
+the end of a stream that simply ends earlier than the others is padded. :meth:`MediaFile.span` gives a stream's span,
+ended earlier where a read found its data to stop.
+
 Speed, exactly (the frames a clip takes are bit-identical to decoding everything): one open container serves every
 clip of a file; the keyframe positions (read once from the packets, without decoding) decide for each clip whether to
 seek or to decode through from the previous one; outside the clips' time windows the decoder skips non-reference
@@ -69,7 +75,11 @@ _SIGNATURES = (b"\x1aE\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"fLaC", b"FLV", b"\x
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a file holds. Times in seconds; ``rotation`` in degrees counter-clockwise, as PyAV reports it."""
+    """What a file holds. Times in seconds; ``rotation`` in degrees counter-clockwise, as PyAV reports it.
+
+    ``duration`` is the file's (its longest stream's end); ``video_end`` / ``audio_end`` are each stream's own end
+    (declared by the container, else found from the stream's last packets), ``None`` where neither says (see
+    :meth:`span`)."""
 
     path: str
     duration: float
@@ -85,6 +95,33 @@ class MediaInfo:
     sample_rate: int | None = None
     channels: int | None = None
     audio_start: float = 0.0
+    video_end: float | None = None
+    audio_end: float | None = None
+
+    def has(self, modality: str) -> bool:
+        """Whether the file has a ``"video"`` or ``"audio"`` stream."""
+        return self.has_video if modality == "video" else self.has_audio
+
+    def span(self, modality: str) -> tuple[float, float] | None:
+        """``(start, end)`` of the ``"video"`` or ``"audio"`` stream, in seconds: its declared end, else the file's
+        duration; ``None`` when the file has no such stream."""
+        if not self.has(modality):
+            return None
+        start, end = (self.video_start, self.video_end) if modality == "video" else (self.audio_start, self.audio_end)
+        return start, (end if end is not None else self.duration)
+
+
+def _declared_seconds(stream) -> float | None:
+    """A stream's own duration: the container's field, else Matroska/WebM's ``DURATION`` tag (``HH:MM:SS.fff``)."""
+    seconds = _seconds(stream.duration, stream.time_base)
+    if seconds is not None:
+        return seconds
+    tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
+    try:
+        h, m, sec = str(tag).split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except (TypeError, ValueError):
+        return None
 
 
 def _looks_like_media(path: Path) -> bool:
@@ -135,6 +172,7 @@ class MediaFile:
         self.path = Path(path)
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
         self.frame_times, self.exact_savings = frame_times, exact_savings
+        self._seen_end: dict[str, float] = {}  # where a read found a stream's data to end before its span did
         if not self.path.is_file():
             raise MediaNotFoundError(self.path, "no such file")
         if self.path.stat().st_size == 0:
@@ -179,20 +217,31 @@ class MediaFile:
         self.close()
 
     # -- metadata -------------------------------------------------------------------------------------------------
+    def span(self, modality: str) -> tuple[float, float] | None:
+        """``(start, end)`` of a stream as far as this file has shown: :meth:`MediaInfo.span`, ended earlier where a
+        read found its data to stop (a stream without a declared end); ``None`` without that stream."""
+        span = self.info.span(modality)
+        if span is None or modality not in self._seen_end:
+            return span
+        return span[0], max(min(span[1], self._seen_end[modality]), span[0])
+
     def _probe(self) -> MediaInfo:
         c = self._container
         v = c.streams.video[0] if c.streams.video else None
         a = c.streams.audio[0] if c.streams.audio else None
         if v is None and a is None:
             raise NotMediaError(self.path, "the file has neither a video nor an audio stream")
-        durations = [_seconds(c.duration, Fraction(1, av.time_base)) or 0.0]
+        container_end = _seconds(c.duration, Fraction(1, av.time_base)) or 0.0
+        durations = [container_end]
         kw: dict = {}
         if v is not None:
             rate = v.average_rate or v.guessed_rate or v.base_rate
             start = _seconds(v.start_time, v.time_base) or 0.0
-            vdur = _seconds(v.duration, v.time_base)
+            vdur = _declared_seconds(v)
+            vdur = vdur if vdur is not None else self._tail_end(v, container_end, start)
             if vdur is not None:
                 durations.append(start + vdur)
+                kw["video_end"] = start + vdur
             base = v.base_rate
             vfr = bool(rate and base and abs(float(rate) - float(base)) > 0.01 * float(base))
             kw.update(fps=float(rate) if rate else None, width=v.codec_context.width, height=v.codec_context.height,
@@ -200,12 +249,28 @@ class MediaFile:
                       rotation=self._rotation(v))
         if a is not None:
             start = _seconds(a.start_time, a.time_base) or 0.0
-            adur = _seconds(a.duration, a.time_base)
+            adur = _declared_seconds(a)
+            adur = adur if adur is not None else self._tail_end(a, container_end, start)
             if adur is not None:
                 durations.append(start + adur)
+                kw["audio_end"] = start + adur
             kw.update(sample_rate=a.rate, channels=a.channels, audio_start=start)
         return MediaInfo(path=str(self.path), duration=max(durations), has_video=v is not None,
                          has_audio=a is not None, **kw)
+
+    def _tail_end(self, stream, container_end: float, start: float) -> float | None:
+        """A stream's duration from its last packets (a seek to the file's last seconds, no decoding), for files
+        that do not declare it (PCM audio in AVI, Matroska without tags); ``None`` if that fails too."""
+        end = None
+        try:
+            self._seek_to(max(container_end - 3.0, 0.0), stream)
+            for packet in self._container.demux(stream):
+                if packet.pts is not None:
+                    t = float((packet.pts + (packet.duration or 0)) * stream.time_base)
+                    end = t if end is None else max(end, t)
+        except (av.error.FFmpegError, ValueError):
+            return None
+        return None if end is None else max(end - start, 0.0)
 
     def _rotation(self, stream) -> int:
         # The display matrix travels on decoded frames; peek at the first one.
@@ -344,10 +409,11 @@ class MediaFile:
             raise CorruptMediaError(self.path, f"video stream is corrupt near {last_time or first_t:.2f} s: "
                                     f"{e.problem}") from None
         self._check_vfr(deltas)
+        declared = self.info.span("video")[1]
         if last_time is None:
             if first_t > self.info.video_start + 0.5:
                 raise CorruptMediaError(self.path, f"no video frame decodes at or after {first_t:.2f} s although the "
-                                        f"file declares {self.info.duration:.2f} s: truncated or corrupt")
+                                        f"video stream declares {declared:.2f} s: truncated or corrupt")
             raise EmptyMediaError(self.path, "the video stream has no decodable frames")
         # Targets after the last frame: shown while that frame lasts, missing after the stream's end.
         frame_dur = 1.0 / (self.info.fps or 30.0)
@@ -356,10 +422,13 @@ class MediaFile:
             _, ci, k = targets[pos]
             chosen[(ci, k)] = prev
             pos += 1
-        if pos < len(targets) and self.info.duration - end > _TRUNCATION_SLACK:
-            raise CorruptMediaError(
-                self.path, f"video stops at {end:.2f} s but the file declares {self.info.duration:.2f} s: "
-                f"truncated or corrupt before the clip at {targets[pos][0]:.2f} s")
+        if pos < len(targets):  # the stream's data ended before the last target
+            # judged against the video stream's own end: another stream may rightly run longer
+            if self.info.video_end is not None and self.info.video_end - end > _TRUNCATION_SLACK:
+                raise CorruptMediaError(
+                    self.path, f"video stops at {end:.2f} s but the video stream declares {self.info.video_end:.2f} s:"
+                    f" truncated or corrupt before the clip at {targets[pos][0]:.2f} s")
+            self._seen_end["video"] = min(end, self._seen_end.get("video", math.inf))
         converted: dict[int, np.ndarray] = {}
         for ci, start in zip(indices, group_starts):
             frames = [chosen.get((ci, k)) for k in range(num_frames)]
@@ -499,12 +568,16 @@ class MediaFile:
         self._seek_to(max(lo - 0.1, 0.0), stream)
         chunks: list[np.ndarray] = []
         t0 = None
+        data_end = 0.0  # where the frames seen end
+        exhausted = True  # the stream ran out before hi
         try:
             for frame in self._frames(stream):
                 ft = frame.time if frame.time is not None else 0.0
+                data_end = max(data_end, ft + frame.samples / frame.rate)
                 if ft + frame.samples / frame.rate < lo:
                     continue
                 if ft > hi:
+                    exhausted = False
                     break
                 if t0 is None:
                     t0 = ft
@@ -513,9 +586,14 @@ class MediaFile:
             chunks += [r.to_ndarray() for r in resampler.resample(None)]
         except (CorruptMediaError, av.error.FFmpegError) as e:
             raise CorruptMediaError(self.path, f"audio stream is corrupt near {lo:.2f} s: {e}") from None
-        if t0 is None:
-            if self.info.duration - lo > _TRUNCATION_SLACK and not chunks:
-                raise CorruptMediaError(self.path, f"no audio decodes after {lo:.2f} s of {self.info.duration:.2f} s")
+        if exhausted and data_end < hi:
+            # Judged against the audio stream's own end: the video may rightly run longer.
+            declared = self.info.audio_end
+            if declared is not None and declared - max(data_end, lo) > _TRUNCATION_SLACK:
+                raise CorruptMediaError(self.path, f"audio stops at {data_end:.2f} s but the audio stream declares "
+                                        f"{declared:.2f} s: truncated or corrupt before {min(hi, declared):.2f} s")
+            self._seen_end["audio"] = min(data_end, self._seen_end.get("audio", math.inf))
+        if t0 is None:  # nothing of the stream in [lo, hi]: before it starts or after it ends
             return np.zeros(0, dtype=np.float32), lo
         data = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
         return data.astype(np.float32) / np.iinfo(np.int16).max, t0
