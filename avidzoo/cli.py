@@ -16,12 +16,21 @@ import av
 import torch
 
 from . import hub
+from ._env import rank_world
 from ._files import write_text_atomic
 from ._version import __version__
 from .datasets import open_dataset
 from .errors import AvidzooError
 from .evaluate import evaluate
-from .extract import INDEX_FILE, FeatureExtractor, export_features, extract_with_ray, parse_shard
+from .extract import (
+    FAILED_FILE,
+    INDEX_FILE,
+    FeatureExtractor,
+    export_features,
+    extract_with_ray,
+    parse_shard,
+    select_shard,
+)
 from .extract import status as extract_status
 from .factory import from_pretrained, list_models
 from .io import find_media
@@ -115,9 +124,13 @@ EXTRACT_EXAMPLE = """examples:
   avidzoo extract --status feats/ videos/                           # done / failed / remaining, all writers
 
   feats/shards/*.safetensors hold the features, feats/parts/*.jsonl one line per video and writer (path, shard,
-  row, clip start times, status or error), feats/index.jsonl a snapshot of all of them; read them with
+  row, clip start times and coverage, missing streams, status or error), feats/index.jsonl a snapshot of all of
+  them and feats/failed.txt the failed files (an input list for another try); read them with
   avidzoo.load_features("feats/"). Any number of extract commands may write to one folder at once; rerunning a
   command resumes (finished videos are skipped). Under torchrun every rank takes its share of the videos.
+
+exit status: 0 every input done; 2 nothing done (bad arguments, an input that does not exist, a URL, settings
+  that differ from the folder's); 3 the run finished but some inputs failed (0 with --allow-failures).
 """
 
 
@@ -127,9 +140,14 @@ def _extractor_kwargs(args: argparse.Namespace) -> dict:
                 decoder_threads=args.decoder_threads, torch_threads=args.torch_threads, preprocess=args.preprocess)
 
 
+# Exit codes: 0 done; 2 nothing was done (bad arguments, a missing input, a URL, refused settings, any error said
+# before the run); FAILED_FILES the run finished but some of its inputs failed (recorded; 0 with --allow-failures).
+FAILED_FILES = 3
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     if args.status:
-        report = extract_status(args.status, find_media(args.inputs) if args.inputs else None)
+        report = extract_status(args.status, find_media(args.inputs, missing="error") if args.inputs else None)
         print(f"{args.status}: {report}")
         for path, err in list(report.failed.items())[:10]:
             print(f"  failed: {path}: {err}")
@@ -138,24 +156,35 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         raise ValueError("extract needs INPUTS, --model and --out (or --status DIR)")
     t0 = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
+    # Every input checked before any work: a typo or a URL is said now, not recorded as a failed file later.
+    inputs = find_media(args.inputs, missing="error")
+    mine = {str(p) for p in select_shard(inputs, shard)}
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
                    modalities=args.modalities.split(",") if args.modalities else None,
                    layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, sampling=args.sampling,
                    **_extractor_kwargs(args))
     if args.engine == "ray":
-        out = extract_with_ray(args.model, args.inputs, args.out, address=args.ray_address, **options)
+        print("engine: ray", flush=True)
+        out = extract_with_ray(args.model, inputs, args.out, address=args.ray_address, **options)
     else:
         run = {k: options.pop(k) for k in ("resume", "retry_failed", "shard")}
         extractor = FeatureExtractor(args.model, **options)
         print(f"plan: {extractor.plan}", flush=True)
-        out = extractor.extract(args.inputs, args.out, **run)
+        out = extractor.extract(inputs, args.out, **run)
+    if rank_world()[0] != 0:  # under torchrun rank 0, the last to finish (it writes the snapshot), reports for all
+        return 0
     report = extract_status(out)
-    print(f"done: {report.done} videos, failed: {len(report.failed)}, elapsed: "
-          f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
-    for path, err in list(report.failed.items())[:10]:
+    failed = {p: e for p, e in report.failed.items() if p in mine}
+    print(f"done: {sum(p not in report.failed for p in mine)} of {len(mine)} inputs, failed: {len(failed)}, elapsed: "
+          f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
+          + (f"; the folder holds {report.done} done, {len(report.failed)} failed" if report.done + len(report.failed)
+             > len(mine) else ""))
+    for path, err in list(failed.items())[:10]:
         print(f"  failed: {path}: {err}")
-    if len(report.failed) > 10:
-        print(f"  ... and {len(report.failed) - 10} more (see {out / INDEX_FILE})")
+    if failed:
+        print(f"  {'... and ' + str(len(failed) - 10) + ' more; ' if len(failed) > 10 else ''}all failed files: "
+              f"{out / FAILED_FILE} (errors in {out / INDEX_FILE}); --retry-failed tries them again")
+        return 0 if args.allow_failures else FAILED_FILES
     return 0
 
 
@@ -166,7 +195,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_score_av(args: argparse.Namespace) -> int:
-    rows = score_av(args.model, args.inputs, out_csv=args.csv, **_extractor_kwargs(args))
+    rows = score_av(args.model, find_media(args.inputs, missing="error"), out_csv=args.csv, **_extractor_kwargs(args))
     for r in rows[: args.top]:
         if r["score"] is not None:
             print(f"{r['score']:+.4f}  {r['percentile']:5.1f}%  {r['path']}")
@@ -391,6 +420,8 @@ def _parser_extract(sub) -> None:
     s.add_argument("--normalize", action="store_true", help="L2-normalise the features")
     s.add_argument("--no-resume", action="store_true", help="start the output folder over")
     s.add_argument("--retry-failed", action="store_true", help="on resume, try the failed files again")
+    s.add_argument("--allow-failures", action="store_true", help=f"exit 0 when some files failed (default: exit "
+                   f"{FAILED_FILES}; they are recorded and listed in OUT/{FAILED_FILE} either way)")
     s.set_defaults(func=_cmd_extract)
 
 

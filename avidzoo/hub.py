@@ -23,7 +23,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ import torch
 from filelock import FileLock, Timeout
 
 from ._env import cache_dir, hf_endpoint, is_offline, show_progress
-from ._files import remove_with_stamp, verify_file, write_text_atomic
+from ._files import file_digests, remove_with_stamp, verify_file, write_text_atomic
 from ._version import __version__
-from .config import resolve_weights
+from .config import MODALITIES, resolve_weights
 from .convert import complete_state, gdt_audio_settings, read_release, select_towers
 from .errors import CheckpointError, ChecksumError, DownloadError, WeightsNotFoundError
 from .manifest import FileSpec, WeightSpec
@@ -190,12 +190,17 @@ def _check_unpublished(spec: WeightSpec, file: FileSpec, path: Path, sha256: str
         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
 
 
+def _local_originals(file: FileSpec, cache: Path) -> list[Path]:
+    """Where an original file may already be on this machine, in the order looked for: the drop folder, the cache."""
+    drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
+    return ([Path(drop) / file.file_name] if drop else []) + [cache / "downloads" / file.file_name]
+
+
 def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool | None = None) -> tuple[Path, str]:
     """A verified local copy of one of ``spec``'s original files and its sha256: from the drop folder, the cache,
     or the network (see :func:`_check_unpublished` for files without a published hash)."""
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
-    candidates = [Path(drop) / file.file_name] if drop else []
-    candidates.append(cache / "downloads" / file.file_name)
+    candidates = _local_originals(file, cache)
     def verified(path: Path, use_stamp: bool = True) -> tuple[Path, str]:
         sha256 = verify_file(path, file.hashes, file.size_bytes, use_stamp=use_stamp)["sha256"]
         _check_unpublished(spec, file, path, sha256, cache)
@@ -234,12 +239,30 @@ def _offline_message(spec: WeightSpec, file: FileSpec, cache: Path) -> str:
 
 
 # -- converted weights, cached once per weight ---------------------------------------------------------------------
-def _converted_matches(folder: Path, spec: WeightSpec) -> bool:
+def _converted_matches(folder: Path, spec: WeightSpec, cache: Path, files: Iterable[FileSpec] | None = None) -> bool:
+    """Whether ``folder`` was converted from the files ``spec`` names now. A published digest binds the bytes; a file
+    without one must be the very file (by name) the folder records, and, where this cache holds no first-download
+    record to check against (:func:`_check_converted`), a local original must hash to what the folder recorded, so a
+    renamed or replaced source is converted afresh rather than served from a stale folder. ``files``: only these
+    (a one-tower load of a weight released as one file per tower)."""
     try:
         cfg = json.loads((folder / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (cfg.get("source") or {}).get("hashes") == spec.hashes
+    source = cfg.get("source") or {}
+    if source.get("hashes") != spec.hashes:
+        return False
+    converted = source.get("sha256") or {}
+    for file in spec.files if files is None else files:
+        if file.published:
+            continue
+        if file.file_name not in converted:
+            return False
+        if _recorded(cache, file)[1] is None:
+            local = next((p for p in _local_originals(file, cache) if p.is_file()), None)
+            if local is not None and file_digests(local)["sha256"] != converted[file.file_name]:
+                return False
+    return True
 
 
 def _check_converted(folder: Path, config: Mapping[str, Any], spec: WeightSpec, cache: Path) -> None:
@@ -272,12 +295,20 @@ def load_weights(
     spec: WeightSpec,
     make_config: Callable[[], dict[str, Any]],
     *,
+    towers: Sequence[str] | None = None,
     cache_dir_: str | os.PathLike | None = None,
     progress: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(config, state_dict)`` of a registry weight, converted to avidzoo names; see the module docstring."""
-    _, config, state = _served(spec, make_config, cache_dir_=cache_dir_, progress=progress)
+    """``(config, state_dict)`` of a registry weight, converted to avidzoo names; see the module docstring.
+    ``towers``: the modalities wanted (default all); a weight released as one file per tower then fetches and
+    reads only those towers' files."""
+    _, config, state = _served(spec, make_config, towers=towers, cache_dir_=cache_dir_, progress=progress)
     return config, state
+
+
+def _files_for(spec: WeightSpec, towers: Sequence[str] | None) -> list[FileSpec]:
+    """The files a load of ``towers`` (None: all) needs: all of a one-file weight, those towers' of a per-tower one."""
+    return [f for f in spec.files if towers is None or f.tower is None or f.tower in towers]
 
 
 def weights_folders(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None) -> list[Path]:
@@ -287,10 +318,13 @@ def weights_folders(spec: WeightSpec, cache_dir_: str | os.PathLike | None = Non
     return ([Path(drop) / spec.name] if drop else []) + [cache_dir(cache_dir_) / "weights" / spec.name]
 
 
-def weights_folder(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None) -> Path | None:
-    """The folder that already holds ``spec``'s converted weights (the drop folder's, else the cache's), or None."""
-    for folder in weights_folders(spec, cache_dir_):
-        if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
+def weights_folder(spec: WeightSpec, cache_dir_: str | os.PathLike | None = None,
+                   towers: Sequence[str] | None = None) -> Path | None:
+    """The folder that already holds ``spec``'s converted weights (the drop folder's, else the cache's), or None;
+    with ``towers``, one that holds at least those towers."""
+    cache = cache_dir(cache_dir_)
+    for folder in weights_folders(spec, cache):
+        if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec, cache, _files_for(spec, towers)):
             return folder
     return None
 
@@ -299,13 +333,17 @@ def _served(
     spec: WeightSpec,
     make_config: Callable[[], dict[str, Any]],
     *,
+    towers: Sequence[str] | None = None,
     cache_dir_: str | os.PathLike | None,
     progress: bool | None,
 ) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
     """``(folder, config, state_dict)``: the weights read from the folder that serves them (a drop folder, or the
-    cache after fetching and converting them once under a file lock)."""
+    cache after fetching and converting them once under a file lock). With ``towers``, a weight released per tower
+    fetches and converts only those towers' files; towers the cache already holds from files the weight still names
+    are kept beside them."""
     cache = cache_dir(cache_dir_)
-    if (folder := weights_folder(spec, cache)) is not None:
+    needed = _files_for(spec, towers)
+    if (folder := weights_folder(spec, cache, towers)) is not None:
         try:
             config, state = read_pretrained_dir(folder)
             _check_converted(folder, config, spec, cache)
@@ -324,14 +362,24 @@ def _served(
         lock.acquire()
     try:
         # Another process may have finished while we waited for the lock.
-        if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec):
+        if (folder / WEIGHTS_FILE).is_file() and _converted_matches(folder, spec, cache, needed):
             try:
                 return folder, *read_pretrained_dir(folder)
             except (ChecksumError, CheckpointError):
                 pass
-        fetched = [(f, *fetch_file(spec, f, cache=cache, progress=progress)) for f in spec.files]
+        kept, old_config, old_state = _cached_towers(folder, spec, cache)
+        todo = [f for f in needed if f.tower not in kept]
+        fetched = [(f, *fetch_file(spec, f, cache=cache, progress=progress)) for f in todo]
         config = make_config()
+        if len(todo) < len(spec.files):  # some towers of a per-tower release
+            config["modalities"] = [m for m in config["modalities"] if any(f.tower == m for f in todo)]
         state = convert_release(spec, fetched, config)
+        if kept:  # the towers converted before stay beside the new ones
+            state = {**select_towers(old_state, kept), **state}
+            config["modalities"] = [m for m in MODALITIES if m in config["modalities"] or m in kept]
+            old_sha = (old_config.get("source") or {}).get("sha256") or {}
+            config["source"]["sha256"].update({f.file_name: old_sha[f.file_name] for f in spec.files
+                                               if f.tower in kept})
         save_pretrained_state(state, config, folder)
         for _, original, _ in fetched:
             if original.parent == cache / "downloads":  # the converted copy replaces the multi-GB training checkpoint
@@ -339,6 +387,21 @@ def _served(
     finally:
         lock.release()
     return folder, *read_pretrained_dir(folder)
+
+
+def _cached_towers(folder: Path, spec: WeightSpec, cache: Path) -> tuple[list[str], dict[str, Any], dict]:
+    """The towers of a per-tower release that ``folder`` already holds, converted from the files the weight names
+    now, with the folder's config and state (so loading video, then audio, fetches each file once)."""
+    per_tower = [f for f in spec.files if f.tower is not None]
+    if not per_tower or not (folder / WEIGHTS_FILE).is_file():
+        return [], {}, {}
+    try:
+        config, state = read_pretrained_dir(folder)
+    except (ChecksumError, CheckpointError):
+        return [], {}, {}
+    towers = [f.tower for f in per_tower if f.tower in config.get("modalities", ())
+              and _converted_matches(folder, spec, cache, [f])]
+    return towers, config, state
 
 
 def download(

@@ -79,6 +79,18 @@ def original(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """A saved depth-10 model on 4x32x32 clips and 0.64-s audio, so that a file takes a few milliseconds."""
+    torch.manual_seed(0)
+    m = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10)
+    pre = m.config["preprocessing"]
+    pre["video"].update(num_frames=4, crop_size=32, resize=36, clip_duration=0.25)
+    pre["audio"].update(clip_duration=0.64, num_frames=64)
+    m.update_config(preprocessing=pre)
+    return m.save_pretrained(tmp_path_factory.mktemp("small") / "model")
+
+
+@pytest.fixture(scope="session")
 def clips():
     g = torch.Generator().manual_seed(7)
     return torch.randn(2, 3, 8, 112, 112, generator=g), torch.randn(2, 1, 200, 257, generator=g)

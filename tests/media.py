@@ -85,6 +85,8 @@ def make_video(
             vs.options = {"preset": preset, "crf": str(crf), **({"g": str(gop)} if gop else {}),
                           # B-frames that nothing references (no pyramid): the non-reference frames real files have
                           **({"x264-params": f"bframes={bframes}:b-pyramid=none:scenecut=0"} if bframes else {})}
+        elif vcodec == "libx265":
+            vs.options = {"x265-params": "log-level=none" + (f":keyint={gop}" if gop else "")}
         elif gop:
             vs.codec_context.gop_size = gop
         if frame_times is not None:

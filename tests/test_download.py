@@ -217,3 +217,51 @@ def test_concurrent_processes_download_once(served, clips, tmp_path):
     outs = [torch.load(tmp_path / f"out{i}.pt", weights_only=True) for i in range(4)]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=0, atol=0)
+
+
+def test_a_converted_folder_is_bound_to_the_bytes_it_came_from(original, tmp_path, monkeypatch):
+    """Weights without a published hash (as XDC's, GDT's, CrissCross's): pointing the weight at another file, or
+    replacing its file (after removing the first-download record, as the error says to), converts afresh; neither is
+    served from the folder converted from the first file."""
+    from conftest import randomize_bn
+    from original_format import save_original_checkpoint
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    torch.manual_seed(99)
+    other = avidzoo.create_model("cross_avid_r2plus1d")
+    randomize_bn(other, 99)
+    (drop / "first.pth.tar").write_bytes(original[0].read_bytes())
+    save_original_checkpoint(other, drop / "second.pth.tar")
+    monkeypatch.setenv("AVIDZOO_WEIGHTS_DIR", str(drop))
+    monkeypatch.setenv("AVIDZOO_OFFLINE", "1")
+
+    def point_at(file_name: str) -> None:
+        overlay = write_overlay(tmp_path / f"overlay-{file_name}.json", file_name, "", [])  # cached per path
+        entry = json.loads(overlay.read_text())
+        entry["weights"]["test_avid.local"].update(hashes={}, hash_provenance="none published")  # trust on first use
+        overlay.write_text(json.dumps(entry))
+        monkeypatch.setenv("AVIDZOO_MANIFEST", str(overlay))
+
+    def weights(model) -> torch.Tensor:
+        return model.state_dict()["video_encoder.conv1.0.weight"]
+
+    point_at("first.pth.tar")
+    assert torch.equal(weights(avidzoo.from_pretrained("test_avid.local")), weights(original[1]))
+    point_at("second.pth.tar")  # renamed: the other file's tensors, not the first conversion's
+    assert torch.equal(weights(avidzoo.from_pretrained("test_avid.local")), weights(other))
+    point_at("first.pth.tar")  # and back: the first file's tensors again
+    assert torch.equal(weights(avidzoo.from_pretrained("test_avid.local")), weights(original[1]))
+    # the same name with other bytes: the record of the first download stands, so the folder that matches it is
+    # served, and converting the changed file is refused ...
+    cache = Path(os.environ["AVIDZOO_HOME"])
+    (drop / "first.pth.tar").write_bytes((drop / "second.pth.tar").read_bytes())
+    assert torch.equal(weights(avidzoo.from_pretrained("test_avid.local")), weights(original[1]))
+    converted = cache / "weights" / "test_avid.local"
+    (converted / "model.safetensors").rename(tmp_path / "kept.safetensors")
+    with pytest.raises(ChecksumError, match="recorded when first.pth.tar was first downloaded"):
+        avidzoo.from_pretrained("test_avid.local")
+    (tmp_path / "kept.safetensors").rename(converted / "model.safetensors")
+    # ... until the record is removed to accept the new file: then it is converted afresh, not served stale
+    (cache / "hashes" / "first.pth.tar.json").unlink()
+    assert torch.equal(weights(avidzoo.from_pretrained("test_avid.local")), weights(other))

@@ -241,12 +241,13 @@ def test_two_process_gloo_torchrun_equals_one_process(model, folder, tmp_path):
     env = {**os.environ, "AVIDZOO_DISABLE_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     common = [str(folder), "--model", str(saved), "--clips-per-video", "2", "--workers", "0", "-q",
               "--device", "cpu"]
+    # the broken file fails: rank 0 would exit 3 (a failure to torchrun); --allow-failures makes the run a success
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                    "-m", "avidzoo", "extract", *common, "--out", str(tmp_path / "ddp")],
+                    "-m", "avidzoo", "extract", *common, "--out", str(tmp_path / "ddp"), "--allow-failures"],
                    check=True, env=env, capture_output=True, timeout=300)
     res = subprocess.run([sys.executable, "-m", "avidzoo", "extract", *common, "--out", str(tmp_path / "one")],
-                         check=True, env=env, capture_output=True, text=True, timeout=300)
-    assert "done: 5 videos, failed: 1" in res.stdout
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3 and "done: 5 of 6 inputs, failed: 1" in res.stdout
     ddp, one = load_features(tmp_path / "ddp"), load_features(tmp_path / "one")
     assert ddp.paths == one.paths and ddp.failed.keys() == one.failed.keys()
     torch.testing.assert_close(ddp["video"], one["video"], **TOL)

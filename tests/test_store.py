@@ -28,18 +28,6 @@ FILES = 16
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A depth-10 model on 4x32x32 clips and 0.64-s audio, so that a file takes a few milliseconds."""
-    torch.manual_seed(0)
-    m = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10)
-    pre = m.config["preprocessing"]
-    pre["video"].update(num_frames=4, crop_size=32, resize=36, clip_duration=0.25)
-    pre["audio"].update(clip_duration=0.64, num_frames=64)
-    m.update_config(preprocessing=pre)
-    return m.save_pretrained(tmp_path_factory.mktemp("small") / "model")
-
-
-@pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
     paths = make_linked_videos(root, classes=4, per_class=FILES // 4, seconds=1.0)
@@ -125,11 +113,14 @@ def procs_writer_of_kill(out: Path, procs) -> str:
 def test_shard_workers_cover_the_inputs_once(small_model, media, clean, tmp_path, capsys):
     out = tmp_path / "sharded"
     inputs = [str(p) for p in media]
+    broken = inputs.index(str(media[-1])) % 3
     for k in (2, 0, 1):  # any order, no coordinator
+        # the worker whose share holds the broken file finishes, and says so by its exit status
         assert cli(["extract", *inputs, "--model", str(small_model), "--out", str(out), "--shard", f"{k}/3",
-                    "--clips-per-video", "2", "--workers", "0", "-q"]) == 0
+                    "--clips-per-video", "2", "--workers", "0", "-q"]) == (3 if k == broken else 0)
         printed = capsys.readouterr().out
         assert f"(shard {k}/3)" in printed
+        assert f"done: {len(inputs[k::3]) - (k == broken)} of {len(inputs[k::3])} inputs" in printed
     assert_same_as_clean(out, clean)
     writers = {p.stem for p in (out / "parts").glob("*.jsonl")}
     assert len(writers) == 3
@@ -179,18 +170,26 @@ def test_live_writers_are_left_alone(tmp_path):
     assert w.writer not in live_writers(out)
 
 
-def test_ray_engine_equals_the_plain_path(small_model, media, clean, tmp_path):
-    """Decoding as Ray Data tasks, the encoder as an actor, on a local Ray with 2 CPUs; the same folder format."""
+def test_ray_engine_equals_the_plain_path(small_model, media, clean, tmp_path, capsys):
+    """`avidzoo extract --engine ray` from the command line: decoding as Ray Data tasks, the encoder as an actor, on
+    a local Ray it starts (--ray-address local, 2 CPUs here); the same folder format, resume, a plain writer after."""
     ray = pytest.importorskip("ray", reason='the Ray engine is an extra: pip install "avidzoo[ray]"')
     from avidzoo.extract import extract_with_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    out = tmp_path / "ray"
+    args = ["extract", *map(str, media), "--model", str(small_model), "--out", str(out), "--clips-per-video", "2",
+            "--engine", "ray", "--ray-address", "local", "--device", "cpu", "-q"]
     try:
-        out = extract_with_ray(small_model, media, tmp_path / "ray", clips_per_video=2, files_per_batch=4)
+        assert cli(args) == 3  # finished; the broken file is recorded
+        printed = capsys.readouterr().out
+        assert "engine: ray" in printed and f"done: {FILES} of {FILES + 1} inputs, failed: 1" in printed
         assert_same_as_clean(out, clean)
         assert status(out).done == FILES
         # resume: a second run finds nothing to do, and a plain writer may share the folder
-        extract_with_ray(small_model, media, out, clips_per_video=2)
+        shards = sorted((out / "shards").iterdir())
+        assert cli([*args, "--allow-failures"]) == 0
+        assert sorted((out / "shards").iterdir()) == shards
+        extract_with_ray(small_model, media, out, clips_per_video=2, files_per_batch=4)
         avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
         assert_same_as_clean(out, clean)
     finally:

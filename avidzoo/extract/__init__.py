@@ -8,10 +8,20 @@ the cores) and ``store`` (the output folder: shards, index, resume, :func:`load_
 
 from .encoder import ClipEncoder
 from .export import export_features
-from .pipeline import FeatureExtractor, extract_features, parse_shard
+from .pipeline import FeatureExtractor, extract_features, parse_shard, select_shard
 from .ray_engine import extract_with_ray
-from .store import INDEX_FILE, META_FILE, ExtractionResult, StoreStatus, load_features, read_index, read_rows, status
+from .store import (
+           FAILED_FILE,
+           INDEX_FILE,
+           META_FILE,
+           ExtractionResult,
+           StoreStatus,
+           load_features,
+           read_index,
+           read_rows,
+           status,
+)
 
 __all__ = ["FeatureExtractor", "ClipEncoder", "extract_features", "load_features", "read_index", "read_rows",
-           "status", "StoreStatus", "parse_shard", "export_features", "extract_with_ray", "ExtractionResult",
-           "INDEX_FILE", "META_FILE"]
+           "status", "StoreStatus", "parse_shard", "select_shard", "export_features", "extract_with_ray",
+           "ExtractionResult", "INDEX_FILE", "META_FILE", "FAILED_FILE"]

@@ -103,13 +103,16 @@ def extract_with_ray(
     one ``ray.init`` already started). ``actors``: encoder actors, default one per GPU in the cluster, else one.
     ``files_per_batch``: files per encoder call (their clips share one forward pass). ``kwargs`` configure the
     extraction as for :class:`FeatureExtractor` (``modalities``, ``clips_per_video``, ``layer``, ``clip_agg``,
-    ``normalize``, ``batch_size``, ``dtype``, ...); ``num_workers``, ``progress`` and ``compile`` do not apply.
+    ``normalize``, ``batch_size``, ``dtype``, ``device`` of the actors, ...); the local engine's thread plan
+    (``num_workers``, ``decoder_threads``, ``torch_threads``, ``preprocess``), ``progress`` and ``compile`` do not
+    apply. ``inputs`` are resolved as for the local engine (:func:`~avidzoo.io.find_media`).
     """
     ray = _import_ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    kwargs.pop("num_workers", None)
-    kwargs.pop("progress", None)
+    for local_only in ("num_workers", "progress", "decoder_threads", "torch_threads", "preprocess"):
+        kwargs.pop(local_only, None)  # the local engine's plan; Ray places its own tasks
+    device = kwargs.pop("device", None)  # the actors' device; the driver only describes the run
     # The driver's extractor checks the options, and describes the run (meta.json) exactly as the plain engine does.
     driver = FeatureExtractor(model, device="cpu", num_workers=0, progress=False, **kwargs)
     out = Path(out)
@@ -131,7 +134,7 @@ def extract_with_ray(
             options = {"modalities": driver.modalities, "layer": driver.layer, "clip_agg": driver.clip_agg,
                        "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
                        "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
-                       "fuse": kwargs.get("fuse", True), "device": kwargs.get("device")}
+                       "fuse": kwargs.get("fuse", True), "device": device}
             ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(todo)])
             ds = ds.map(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
                                                         "modalities": driver.modalities,

@@ -31,13 +31,14 @@ from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
 
-__all__ = ["INDEX_FILE", "META_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
+__all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
            "check_meta", "claim_meta", "reset_output", "read_index",
            "read_rows", "done_paths", "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
            "write_snapshot", "StoreStatus", "status", "load_features"]
 
 INDEX_FILE = "index.jsonl"
 META_FILE = "meta.json"
+FAILED_FILE = "failed.txt"  # the failed files' paths, one a line: an input list for another try
 
 
 @dataclass
@@ -135,8 +136,8 @@ def claim_meta(out: Path, meta: Mapping[str, Any]) -> None:
 
 def reset_output(out: Path) -> None:
     """Remove everything an extraction wrote in ``out`` (``--no-resume``; not while other writers run)."""
-    for p in [out / INDEX_FILE, out / META_FILE, *out.glob("parts/*.jsonl"), *out.glob("shards/*.safetensors"),
-              *out.glob("shards/.*.tmp"), *out.glob("writers/*.lock")]:
+    for p in [out / INDEX_FILE, out / META_FILE, out / FAILED_FILE, *out.glob("parts/*.jsonl"),
+              *out.glob("shards/*.safetensors"), *out.glob("shards/.*.tmp"), *out.glob("writers/*.lock")]:
         p.unlink(missing_ok=True)
 
 
@@ -295,14 +296,18 @@ def collect_garbage(out: Path, keep: Iterable[str] = ()) -> list[Path]:
 
 
 def write_snapshot(out: Path, order: Sequence[str] = ()) -> list[dict]:
-    """Write ``index.jsonl``: the consistent picture (:func:`read_rows`), one line per file, ``order`` first. It is a
-    convenience for people and tools; readers of the folder use every writer's part, so it may lag behind them."""
+    """Write ``index.jsonl``: the consistent picture (:func:`read_rows`), one line per file, ``order`` first, and
+    ``failed.txt``, the paths of the failed files (their errors are in the index), one a line: a list that
+    ``avidzoo extract`` takes as input for another try. They are a convenience for people and tools; readers of the
+    folder use every writer's part, so they may lag behind them."""
     rows = read_rows(out)
     position = {p: i for i, p in enumerate(order)}
     ordered = sorted(rows.values(), key=lambda r: (position.get(r["path"], len(position)), r["path"]))
-    with atomic_path(out / INDEX_FILE) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in ordered), encoding="utf-8")
-        fsync(tmp)
+    for name, text in ((INDEX_FILE, "".join(json.dumps(r) + "\n" for r in ordered)),
+                       (FAILED_FILE, "".join(r["path"] + "\n" for r in ordered if r["status"] == "error"))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            fsync(tmp)
     return ordered
 
 

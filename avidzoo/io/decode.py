@@ -111,15 +111,16 @@ class MediaInfo:
         return start, (end if end is not None else self.duration)
 
 
-def _declared_seconds(stream) -> float | None:
-    """A stream's own duration: the container's field, else Matroska/WebM's ``DURATION`` tag (``HH:MM:SS.fff``)."""
+def _declared_seconds(stream, start: float) -> float | None:
+    """A stream's own duration: the container's field, else Matroska/WebM's ``DURATION`` tag (``HH:MM:SS.fff``,
+    the time its last packet ends, so a stream starting late lasts that much less)."""
     seconds = _seconds(stream.duration, stream.time_base)
     if seconds is not None:
         return seconds
     tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
     try:
         h, m, sec = str(tag).split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
+        return max(int(h) * 3600 + int(m) * 60 + float(sec) - start, 0.0)
     except (TypeError, ValueError):
         return None
 
@@ -237,7 +238,7 @@ class MediaFile:
         if v is not None:
             rate = v.average_rate or v.guessed_rate or v.base_rate
             start = _seconds(v.start_time, v.time_base) or 0.0
-            vdur = _declared_seconds(v)
+            vdur = _declared_seconds(v, start)
             vdur = vdur if vdur is not None else self._tail_end(v, container_end, start)
             if vdur is not None:
                 durations.append(start + vdur)
@@ -249,7 +250,7 @@ class MediaFile:
                       rotation=self._rotation(v))
         if a is not None:
             start = _seconds(a.start_time, a.time_base) or 0.0
-            adur = _declared_seconds(a)
+            adur = _declared_seconds(a, start)
             adur = adur if adur is not None else self._tail_end(a, container_end, start)
             if adur is not None:
                 durations.append(start + adur)

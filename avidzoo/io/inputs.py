@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,15 @@ MEDIA_EXTENSIONS = frozenset({
     ".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus",
 })
 _LIST_SUFFIXES = (".csv", ".txt", ".lst")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _refuse_url(item: str | os.PathLike, where: str = "") -> None:
+    """A URL is not a path: say so at once, rather than look for a local file named ``s3:/bucket/...``."""
+    match = _URL.match(str(item))
+    if match:
+        raise ValueError(f"{item}{where}: {match.group(1)}:// URLs are not readable inputs; give local files, folders, "
+                         "globs or lists of paths (copy or mount the objects first)")
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -33,6 +43,8 @@ def _read_list(path: Path) -> list[Path]:
         entries = [r[col].strip() for r in body if r and r[col].strip()]
     else:
         entries = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    for entry in entries:
+        _refuse_url(entry, f" (in {path})")
     return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
 
 
@@ -40,18 +52,24 @@ def find_media(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     *,
     extensions: Iterable[str] = MEDIA_EXTENSIONS,
+    missing: str = "record",
 ) -> list[Path]:
     """Media files named by ``inputs``, in order and without duplicates.
 
-    Each input may be a media file (kept even if it does not exist, so that it is reported as missing), a folder
-    (searched recursively for ``extensions``, sorted), a glob (``"videos/**/*.mp4"``), or a ``.txt``/``.csv`` list.
-    A folder or glob that matches nothing raises ``FileNotFoundError``.
+    Each input may be a media file, a folder (searched recursively for ``extensions``, sorted), a glob
+    (``"videos/**/*.mp4"``), or a ``.txt``/``.csv`` list. A file that does not exist is kept, so that extraction
+    records it as missing (``missing="record"``), or raises ``FileNotFoundError`` at once (``missing="error"``, as the
+    command line does for what it is given; files named in a list are always kept). A folder or glob that matches
+    nothing raises ``FileNotFoundError``, and a URL (``s3://...``) ``ValueError``.
     """
+    if missing not in ("record", "error"):
+        raise ValueError(f"missing must be 'record' or 'error', got {missing!r}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: list[Path] = []
     for item in inputs:
+        _refuse_url(item)
         path = Path(item).expanduser()
         if path.is_dir():
             hits = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
@@ -66,6 +84,8 @@ def find_media(
                 raise FileNotFoundError(f"{item}: the pattern matches no file")
             found += hits
         else:
+            if missing == "error" and not path.exists():
+                raise FileNotFoundError(f"{item}: no such file or folder")
             found.append(path)
     seen: set[str] = set()
     unique = []
