@@ -104,7 +104,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    model = from_pretrained(args.src)
+    model = from_pretrained(args.src, release=args.release)
     out = model.save_pretrained(args.out)
     print(f"wrote {out} ({', '.join(model.modalities)} towers)")
     return 0
@@ -385,9 +385,12 @@ def _parser_download(sub) -> None:
 
 
 def _parser_convert(sub) -> None:
-    s = sub.add_parser("convert", help="convert an original .pth.tar (or any loadable source) to a saved folder")
+    s = sub.add_parser("convert", help="convert an original release file (AVID, CrissCross, GDT, XDC) or any loadable "
+                       "source to a saved folder")
     s.add_argument("src")
     s.add_argument("out", metavar="OUT_DIR")
+    s.add_argument("--release", metavar="WEIGHTS", help="the registry weights SRC is a release file of (default: "
+                   "found from its file name, else its contents)")
     s.set_defaults(func=_cmd_convert)
 
 

@@ -5,8 +5,11 @@
   DistributedDataParallel-wrapped ``AV_Wrapper`` (keys start with ``module.``). Only ``model`` is kept.
 * ``crisscross``: one ``.pth.tar.zip`` per tower, a zip around a flat state dict (or a torch zip file renamed);
   video keys are AVID's, audio keys a ResNet-18's with the stem in ``conv1.{0,1}`` and stages ``block1..4``.
-* ``gdt``: a training checkpoint ``{"model", "optimizer", "epoch", "args"}`` whose ``args`` is an
-  ``argparse.Namespace`` (the one class allowed besides tensors); ``video_network.base.*`` (torchvision names),
+* ``gdt``: a training checkpoint ``{"model", "optimizer", "lr_scheduler", "epoch", "args"}`` whose ``args`` is an
+  ``argparse.Namespace`` and whose ``lr_scheduler`` (with warm-up) holds the pickled ``MultiStepLR`` or
+  ``CosineAnnealingLR`` object and its ``SGD``: those classes (and the ``defaultdict`` / ``Counter`` in them) are
+  read as inert stand-ins that keep their state as plain data and run none of their code, then dropped; any other
+  class is refused. ``video_network.base.*`` (torchvision names),
   ``audio_network.base.*`` (a ResNet-9 with an unused ``fc``), MLP heads ``mlp_v``/``mlp_a`` (dropped: GDT's heads are
   not AVID's) and, for the video-text model, ``text_network.*`` (dropped).
 * ``xdc``: a flat state dict with torchvision names, no ``fc``, maybe no ``num_batches_tracked``.
@@ -29,7 +32,7 @@ from .errors import CheckpointError
 from .models.video import VIDEO_STAGE_BLOCKS
 
 __all__ = ["read_original_checkpoint", "map_original_keys", "infer_architecture", "read_release", "complete_state",
-           "gdt_audio_settings"]
+           "gdt_audio_settings", "guess_layout"]
 
 # Original AV_Wrapper prefix -> avidzoo AVIDModel prefix.
 KEY_MAP = {
@@ -41,16 +44,47 @@ KEY_MAP = {
 _TOWER = {"video_encoder.": "video", "video_head.": "video", "audio_encoder.": "audio", "audio_head.": "audio"}
 
 
-def torch_load_safely(path: str | os.PathLike, *, allow: tuple[type, ...] = (), data: bytes | None = None) -> Any:
+class InertObject:
+    """Stands in for a training object pickled beside the weights (an LR scheduler, an optimizer): the weights-only
+    unpickler builds this instead of the real class, with the pickled state kept as plain data (``state``) and none
+    of the class's code run."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"InertObject({self.state!r})"
+
+
+def _inert_mapping(*args: Any) -> dict:
+    """Stands in for ``collections.defaultdict(factory)`` and ``Counter(mapping)``: a plain dict (the unpickler then
+    fills a defaultdict's items into it); the factory is never called."""
+    return dict(args[0]) if args and isinstance(args[0], Mapping) else {}
+
+
+# What GDT's save path pickles besides tensors and its Namespace: its warm-up scheduler's state dict holds the torch
+# scheduler it hands over to (multi-step or cosine), which holds the SGD optimizer (its defaults, a defaultdict of
+# per-parameter state, the param groups). Read as inert stand-ins under their pickled names.
+TRAINING_STAND_INS: tuple[tuple[Any, str], ...] = (
+    *((InertObject, f"torch.optim.lr_scheduler.{name}") for name in ("MultiStepLR", "CosineAnnealingLR", "StepLR")),
+    (InertObject, "torch.optim.sgd.SGD"),
+    (_inert_mapping, "collections.defaultdict"),
+    (_inert_mapping, "collections.Counter"),
+    (dict, "builtins.dict"),  # a defaultdict's factory, passed to the stand-in, never called
+)
+
+
+def torch_load_safely(path: str | os.PathLike, *, allow: tuple[Any, ...] = (), data: bytes | None = None) -> Any:
     """``torch.load(weights_only=True, map_location="cpu")`` with errors that name the file and the fix. ``allow``
-    adds classes the weights-only unpickler may build (GDT's ``argparse.Namespace``, nothing that runs code);
+    adds classes the weights-only unpickler may build (GDT's ``argparse.Namespace``, nothing that runs code) and
+    ``(stand_in, "module.Name")`` pairs that it builds in place of the named global (:data:`TRAINING_STAND_INS`);
     ``data`` reads these bytes instead of the file (a member of a zip)."""
     path = Path(path)
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
+        if "unsupported global" in str(e).lower():  # also "unsupported GLOBAL ... whose module ... is blocked"
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and plain containers; avidzoo never unpickles "
                 "such files. If you wrote it yourself, re-save only its state dict."
@@ -149,18 +183,51 @@ def _tensor_dict(obj: Any, path: Path, where: str = "") -> dict[str, torch.Tenso
     return dict(obj)
 
 
-def _load_zipped(path: Path) -> Any:
+def _archive_noise(name: str) -> bool:
+    """Entries archive tools add beside the real content: macOS resource forks and Finder files, Windows thumbnails."""
+    base = name.rsplit("/", 1)[-1]
+    return name.startswith("__MACOSX/") or base.startswith("._") or base in (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _load_zipped(path: Path, allow: tuple[Any, ...] = ()) -> Any:
     """A torch file that may sit inside a plain zip (CrissCross's ``.pth.tar.zip``): a torch zip file (it has a
-    ``data.pkl``) loads as it is; a zip holding one ``.pth``/``.pth.tar``/``.pt`` member loads that member."""
+    ``data.pkl``) loads as it is; a zip holding one ``.pth``/``.pth.tar``/``.pt`` member (besides the entries archive
+    tools add, ``__MACOSX/``, ``.DS_Store``) loads that member."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if not n.endswith("/")]
+            names = [n for n in z.namelist() if not n.endswith("/") and not _archive_noise(n)]
             if not any(n.endswith("data.pkl") for n in names):
                 members = [n for n in names if n.endswith((".pth", ".pth.tar", ".pt", ".tar"))]
                 if len(members) != 1:
                     raise CheckpointError(f"{path}: a zip with {len(names)} files ({names[:5]}), not one checkpoint")
-                return torch_load_safely(path, data=z.read(members[0]))
-    return torch_load_safely(path)
+                return torch_load_safely(path, allow=allow, data=z.read(members[0]))
+    return torch_load_safely(path, allow=allow)
+
+
+def guess_layout(path: str | os.PathLike) -> tuple[str, str | None] | None:
+    """``(format, tower)`` of a release file from its contents, for a file whose name the manifest does not know:
+    AVID's training checkpoint (``module.video_model.*``), GDT's (``video_network.base.*``), a flat state dict with
+    torchvision's names (``stem.*``: XDC and its baselines), AVID's ``R2Plus1D`` names (``conv2x.*``: CrissCross's
+    video file) or CrissCross's audio ResNet (``block1.*``); ``None`` when it is none of them."""
+    path = Path(path)
+    obj = _load_zipped(path, allow=(argparse.Namespace, *TRAINING_STAND_INS))
+    if isinstance(obj, Mapping) and isinstance(obj.get("model", obj.get("state_dict")), Mapping):
+        keys = [k.removeprefix("module.") for k in obj.get("model", obj.get("state_dict"))]
+        if any(k.startswith("video_model.") for k in keys):
+            return "avid_original", None
+        if any(k.startswith("video_network.") for k in keys):
+            return "gdt", None
+        return None
+    if not isinstance(obj, Mapping):
+        return None
+    keys = list(obj)
+    if any(k.startswith("stem.") for k in keys):
+        return "xdc", "video"
+    if any(k.startswith("conv2x.") for k in keys):
+        return "crisscross", "video"
+    if any(k.startswith("block1.") for k in keys):
+        return "crisscross", "audio"
+    return None
 
 
 _CRISSCROSS_AUDIO = (("conv1.0.", "conv1."), ("conv1.1.", "bn1."), ("block1.", "layer1."), ("block2.", "layer2."),
@@ -188,7 +255,7 @@ def _read_crisscross(files: list[tuple[Any, Path]]) -> dict[str, torch.Tensor]:
 
 
 def _read_gdt(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    obj = torch_load_safely(path, allow=(argparse.Namespace,))
+    obj = torch_load_safely(path, allow=(argparse.Namespace, *TRAINING_STAND_INS))
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a GDT training checkpoint (a dict), found {type(obj).__name__}")
     model = obj.get("model", obj.get("state_dict"))

@@ -13,7 +13,7 @@ import torch
 
 from . import hub
 from .config import MODALITIES, config_from_state, model_config, no_weights_error, normalize_modalities, resolve_weights
-from .convert import read_original_checkpoint, select_towers
+from .convert import guess_layout, read_original_checkpoint, select_towers
 from .errors import CheckpointError, WeightsNotFoundError
 from .manifest import get_manifest
 from .models.avid import AVIDModel
@@ -81,9 +81,10 @@ def create_model(
             raise no_weights_error(model_spec)
         if video_depth is not None or proj_dims != "default":
             raise ValueError("video_depth and proj_dims are fixed by pretrained weights")
-        config, state = hub.load_weights(weight_spec, lambda: model_config(model_spec, weight_spec),
-                                         cache_dir_=cache_dir, progress=progress)
         every = list(normalize_modalities(modalities)) == list(MODALITIES)  # the default: every tower it has
+        config, state = hub.load_weights(weight_spec, lambda: model_config(model_spec, weight_spec),
+                                         towers=None if every else normalize_modalities(modalities),
+                                         cache_dir_=cache_dir, progress=progress)
         return build_model(config, state, modalities=None if every else modalities, num_classes=num_classes,
                            label_names=label_names, device=device)
     config = model_config(model_spec, weight_spec, modalities=modalities, video_depth=video_depth, proj_dims=proj_dims)
@@ -105,14 +106,19 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     progress: bool | None = None,
+    release: str | None = None,
 ) -> AVIDModel:
     """Load a model with weights from any source.
 
     ``name_or_path`` is one of: a registry name or alias (see :func:`create_model`); ``hf-hub:org/repo[@revision]``;
     ``local-dir:PATH`` or a directory written by ``save_pretrained`` (or a training run folder, for its latest model);
-    a ``.safetensors`` file; an original AVID
-    checkpoint (``.pth.tar``), read with ``weights_only=True``. ``modalities=None`` keeps every tower the source has.
-    The model is returned in eval mode.
+    a ``.safetensors`` file; an original release file of any registry weight (AVID's ``.pth.tar``, CrissCross's
+    ``.pth.tar.zip`` or the ``.pth.tar`` inside it, GDT's and XDC's ``.pth``), read with ``weights_only=True``.
+    ``modalities=None`` keeps every tower the source has. The model is returned in eval mode.
+
+    A release file is read as the weight ``release`` names (``"gdt_r2plus1d.ig65m"``: its layout, architecture and
+    preprocessing), else as the weight whose release file has this name, else by the layout its contents show (with
+    the preprocessing of that method's default weights, and a warning saying so).
     """
     name = os.fspath(name_or_path)
     kind, where = _locate(name, cache_dir)
@@ -125,10 +131,39 @@ def from_pretrained(
         config, state = read_safetensors(where)
         config = config or _headerless_config(where, state)
     else:
-        state = read_original_checkpoint(where)
-        config = config_from_state(state)
+        config, state = _read_release_file(where, release, modalities)
     return build_model(config, state, num_classes=num_classes, label_names=label_names, modalities=modalities,
                        device=device)
+
+
+def _read_release_file(path: Path, release: str | None, modalities: str | Sequence[str] | None
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state)`` of an original release file given by path (see :func:`from_pretrained`)."""
+    manifest = get_manifest()
+    towers = normalize_modalities(modalities) if modalities is not None else None
+    if release is not None:
+        spec, make_config = resolve_weights(release)
+        found = manifest.release_file(path.name)
+        file = found[1] if found and found[0].name == spec.name else None
+        if file is None and len(spec.files) > 1:  # a per-tower release: the file's contents say which tower
+            tower = (guess_layout(path) or (None, None))[1]
+            file = next((f for f in spec.files if f.tower == tower), None)
+        return hub.load_release_file(path, spec, file, towers)
+    if (found := manifest.release_file(path.name)) is not None:
+        return hub.load_release_file(path, *found, towers)
+    try:
+        state = read_original_checkpoint(path)
+        return config_from_state(state), state
+    except CheckpointError as not_avid:
+        guess = guess_layout(path)
+        spec = manifest.default_weight(guess[0]) if guess else None
+        if spec is None:
+            raise CheckpointError(f"{not_avid}; nor a release file of CrissCross, GDT or XDC (pass release= to "
+                                  "name the weights it is)") from None
+    file = next((f for f in spec.files if f.tower == guess[1]), None) if len(spec.files) > 1 else None
+    log.warning("%s: read as a %s release file (its contents show that layout) with the preprocessing of %s; pass "
+                "release='<weights name>' to say which weights it is", path, guess[0], spec.name)
+    return hub.load_release_file(path, spec, file, towers)
 
 
 def read_config(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:

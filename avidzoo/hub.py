@@ -15,6 +15,7 @@ concurrent processes (DDP ranks) download and convert exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -190,10 +191,25 @@ def _check_unpublished(spec: WeightSpec, file: FileSpec, path: Path, sha256: str
         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
 
 
+def _as_found(file: FileSpec, path: Path) -> FileSpec:
+    """The spec of the file found for ``file``: itself, or the unzipped member of a zipped release under its own name
+    (checked by its own first-download record; the zip's digests say nothing of it)."""
+    if path.name == file.file_name:
+        return file
+    return dataclasses.replace(file, file_name=path.name, hashes={}, size_bytes=None, sha256_prefix=None)
+
+
+def _release_names(file: FileSpec) -> tuple[str, ...]:
+    """The names a release file may be found under: as released, and a zipped release's member unzipped."""
+    return tuple(dict.fromkeys([file.file_name, file.file_name.removesuffix(".zip")]))
+
+
 def _local_originals(file: FileSpec, cache: Path) -> list[Path]:
-    """Where an original file may already be on this machine, in the order looked for: the drop folder, the cache."""
+    """Where an original file may already be on this machine, in the order looked for: the drop folder (also the
+    unzipped member of a zipped release, CrissCross's ``.pth.tar``), the cache."""
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
-    return ([Path(drop) / file.file_name] if drop else []) + [cache / "downloads" / file.file_name]
+    names = _release_names(file) if not file.published else (file.file_name,)  # a digest binds the zip itself
+    return [Path(drop) / n for n in names if drop] + [cache / "downloads" / file.file_name]
 
 
 def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool | None = None) -> tuple[Path, str]:
@@ -201,9 +217,11 @@ def fetch_file(spec: WeightSpec, file: FileSpec, *, cache: Path, progress: bool 
     or the network (see :func:`_check_unpublished` for files without a published hash)."""
     drop = os.environ.get("AVIDZOO_WEIGHTS_DIR")
     candidates = _local_originals(file, cache)
+
     def verified(path: Path, use_stamp: bool = True) -> tuple[Path, str]:
-        sha256 = verify_file(path, file.hashes, file.size_bytes, use_stamp=use_stamp)["sha256"]
-        _check_unpublished(spec, file, path, sha256, cache)
+        found = _as_found(file, path)
+        sha256 = verify_file(path, found.hashes, found.size_bytes, use_stamp=use_stamp)["sha256"]
+        _check_unpublished(spec, found, path, sha256, cache)
         return path, sha256
 
     for path in candidates:
@@ -256,11 +274,13 @@ def _converted_matches(folder: Path, spec: WeightSpec, cache: Path, files: Itera
     for file in spec.files if files is None else files:
         if file.published:
             continue
-        if file.file_name not in converted:
+        name = next((n for n in _release_names(file) if n in converted), None)
+        if name is None:
             return False
-        if _recorded(cache, file)[1] is None:
-            local = next((p for p in _local_originals(file, cache) if p.is_file()), None)
-            if local is not None and file_digests(local)["sha256"] != converted[file.file_name]:
+        found = dataclasses.replace(file, file_name=name)
+        if _recorded(cache, found)[1] is None:
+            local = next((p for p in _local_originals(file, cache) if p.is_file() and p.name == name), None)
+            if local is not None and file_digests(local)["sha256"] != converted[name]:
                 return False
     return True
 
@@ -269,12 +289,11 @@ def _check_converted(folder: Path, config: Mapping[str, Any], spec: WeightSpec, 
     """A converted folder of files without a published hash must come from the copies this cache recorded."""
     converted = (config.get("source") or {}).get("sha256") or {}
     for file in spec.files:
-        _, saved = _recorded(cache, file)
-        if not file.published and saved is not None and file.file_name in converted:
-            recorded = saved["sha256"]
-            if converted[file.file_name] != recorded:
-                raise ChecksumError(f"{folder}: converted from a {file.file_name} with sha256 "
-                                    f"{converted[file.file_name]}, not the {recorded} recorded at its first download")
+        for name in _release_names(file):
+            _, saved = _recorded(cache, dataclasses.replace(file, file_name=name))
+            if not file.published and saved is not None and name in converted and converted[name] != saved["sha256"]:
+                raise ChecksumError(f"{folder}: converted from a {name} with sha256 {converted[name]}, not the "
+                                    f"{saved['sha256']} recorded at its first download")
 
 
 def convert_release(spec: WeightSpec, fetched: list[tuple[FileSpec, Path, str]],
@@ -284,11 +303,35 @@ def convert_release(spec: WeightSpec, fetched: list[tuple[FileSpec, Path, str]],
     state, info = read_release(spec.format, [(f, p) for f, p, _ in fetched])
     if spec.format == "gdt":
         config["preprocessing"]["audio"].update(gdt_audio_settings(info.get("args", {})))
-    config.setdefault("source", {})["sha256"] = {f.file_name: sha for f, _, sha in fetched}
+    config.setdefault("source", {})["sha256"] = {_as_found(f, p).file_name: sha for f, p, sha in fetched}
     state = select_towers(state, config["modalities"])
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation
         expected = AVIDModel(config).state_dict()
     return complete_state(state, expected, spec.file_name)
+
+
+def load_release_file(path: str | os.PathLike, spec: WeightSpec, file: FileSpec | None = None,
+                      towers: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state_dict)`` of one original release file given by path: read in ``spec``'s layout and converted
+    in memory (the cache is not involved), with ``spec``'s config and preprocessing. A file of a per-tower release
+    (``file``) gives that tower; ``towers`` must be among those the file holds."""
+    path = Path(path)
+    config = resolve_weights(spec.name)[1]()
+    if len(spec.files) > 1:
+        if file is None or file.tower is None:
+            raise CheckpointError(f"{path}: {spec.name} is released as one file per tower; say which this is")
+        config["modalities"] = [file.tower]
+    file = file or spec.files[0]
+    absent = [m for m in towers or () if m not in config["modalities"]]
+    if absent:
+        raise ValueError(f"{path} holds no {' or '.join(absent)} tower (it has {', '.join(config['modalities'])})")
+    sha256 = file_digests(path)["sha256"]
+    if file.sha256_prefix and path.name == file.file_name and not sha256.startswith(file.sha256_prefix.lower()):
+        raise ChecksumError(f"{path}: sha256 {sha256} does not start with {file.sha256_prefix}, the prefix its "
+                            "release name carries; the file is damaged or not the released one")
+    state = convert_release(spec, [(file, path, sha256)], config)
+    config["source"]["path"] = str(path)
+    return config, state
 
 
 def load_weights(
@@ -378,8 +421,8 @@ def _served(
             state = {**select_towers(old_state, kept), **state}
             config["modalities"] = [m for m in MODALITIES if m in config["modalities"] or m in kept]
             old_sha = (old_config.get("source") or {}).get("sha256") or {}
-            config["source"]["sha256"].update({f.file_name: old_sha[f.file_name] for f in spec.files
-                                               if f.tower in kept})
+            config["source"]["sha256"].update({n: old_sha[n] for f in spec.files if f.tower in kept
+                                               for n in _release_names(f) if n in old_sha})
         save_pretrained_state(state, config, folder)
         for _, original, _ in fetched:
             if original.parent == cache / "downloads":  # the converted copy replaces the multi-GB training checkpoint

@@ -203,6 +203,24 @@ class Manifest:
             raise UnknownModelError(f"model {model_name!r} has no weights tagged {tag!r}; its tags: {known}")
         return spec, self.weight(full)
 
+    def release_file(self, file_name: str) -> tuple[WeightSpec, FileSpec] | None:
+        """The weight and file a released file's name belongs to (the name as released, or a zipped release's
+        member, CrissCross's ``.pth.tar`` without ``.zip``); ``None`` for a name no release has."""
+        for name in self.data["weights"]:
+            spec = self.weight(name)
+            for f in spec.files:
+                if file_name in (f.file_name, f.file_name.removesuffix(".zip")):
+                    return spec, f
+        return None
+
+    def default_weight(self, fmt: str) -> WeightSpec | None:
+        """The default weights of the first model whose default weights are released in ``fmt``."""
+        for model in self.data["models"]:
+            spec = self.model(model)
+            if spec.default_tag and (w := self.weight(f"{model}.{spec.default_tag}")).format == fmt:
+                return w
+        return None
+
     def list_models(self, filter: str = "*", pretrained: bool = False) -> list[str]:
         names = list(self.data["weights"]) if pretrained else list(self.data["models"])
         pattern = filter if any(c in filter for c in "*?[") else f"*{filter}*"

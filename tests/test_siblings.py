@@ -10,6 +10,9 @@ import datetime
 import json
 import logging
 import math
+import os
+import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -168,6 +171,98 @@ def test_crisscross_files_load_strictly_and_the_first_download_is_the_reference(
         avidzoo.from_pretrained("crisscross_r2plus1d.audioset")
 
 
+def test_crisscross_towers_load_from_their_own_files(drop):
+    """One tower of a per-tower release needs only its file: offline, the video tower loads from the ``vid_`` file
+    alone; both towers then ask for the ``aud_`` file; once it is there the audio tower joins the cached video tower
+    (the video file is not read again)."""
+    video = seeded(R2Plus1D(18, pool="avg"), 11).state_dict()
+    audio = crisscross_audio_state(12)
+    zipped(drop / "vid_crisscross_kinetics_400.pth.tar.zip", "vid_crisscross_kinetics_400.pth.tar", video)
+    model = avidzoo.from_pretrained("crisscross_r2plus1d.kinetics400", modalities=("video",))
+    assert model.modalities == ("video",)
+    key = "conv5x.1.tmp_conv2.weight"
+    assert torch.equal(model.state_dict()[f"video_encoder.{key}"], video[key])
+    with pytest.raises(avidzoo.errors.WeightsNotFoundError, match="aud_crisscross_kinetics_400.pth.tar.zip"):
+        avidzoo.from_pretrained("crisscross_r2plus1d.kinetics400")
+    zipped(drop / "aud_crisscross_kinetics_400.pth.tar.zip", "aud_crisscross_kinetics_400.pth.tar", audio)
+    (drop / "vid_crisscross_kinetics_400.pth.tar.zip").rename(drop / "moved_away.zip")  # served from the cache now
+    both = avidzoo.from_pretrained("crisscross_r2plus1d.kinetics400")
+    assert both.modalities == ("video", "audio")
+    state = both.state_dict()
+    assert torch.equal(state[f"video_encoder.{key}"], video[key])
+    assert torch.equal(state["audio_encoder.layer4.1.bn2.running_var"], audio["block4.1.bn2.running_var"])
+    assert avidzoo.from_pretrained("crisscross_r2plus1d.kinetics400", modalities=("audio",)).modalities == ("audio",)
+
+
+def test_release_files_load_by_path(tmp_path, caplog):
+    """Each sibling's release file given by path: by its release name (the weight's layout, config and
+    preprocessing), renamed (the layout its contents show, said in a warning) or named with release=; CrissCross's
+    zip, the file inside it, and a zip with archive-tool noise; `avidzoo convert` of each."""
+    video = seeded(R2Plus1D(18, pool="avg"), 21).state_dict()
+    audio = crisscross_audio_state(22)
+    key = "conv5x.1.tmp_conv2.weight"
+    vid_zip = zipped(tmp_path / "vid_crisscross_audioset.pth.tar.zip", "vid_crisscross_audioset.pth.tar", video)
+    torch.save(video, tmp_path / "vid_crisscross_audioset.pth.tar")  # what CrissCross's own evaluation reads
+    with zipfile.ZipFile(vid_zip, "a") as z:  # a Mac's archive utility adds these
+        z.writestr("__MACOSX/._vid_crisscross_audioset.pth.tar", b"\0\5\x16\x07")
+        z.writestr(".DS_Store", b"Bud1")
+    for path in (vid_zip, tmp_path / "vid_crisscross_audioset.pth.tar"):
+        m = avidzoo.from_pretrained(path)
+        assert m.modalities == ("video",) and m.config["weights"] == "crisscross_r2plus1d.audioset2m"
+        assert torch.equal(m.state_dict()[f"video_encoder.{key}"], video[key])
+        assert m.config["preprocessing"]["audio"]["kind"] == "log_mel"  # CrissCross's inputs, not AVID's
+    torch.save(audio, tmp_path / "aud_crisscross_audioset.pth.tar")
+    m = avidzoo.from_pretrained(tmp_path / "aud_crisscross_audioset.pth.tar")
+    assert m.modalities == ("audio",) and isinstance(m.audio_encoder, type(avidzoo.create_model(
+        "crisscross_r2plus1d", modalities=("audio",)).audio_encoder))
+    with pytest.raises(ValueError, match="holds no video tower"):
+        avidzoo.from_pretrained(tmp_path / "aud_crisscross_audioset.pth.tar", modalities=("video",))
+    # renamed: the contents show the layout; the warning says which preprocessing was taken
+    torch.save(video, tmp_path / "my_video_tower.pt")
+    with caplog.at_level(logging.WARNING, logger="avidzoo"):
+        m = avidzoo.from_pretrained(tmp_path / "my_video_tower.pt")
+    assert "read as a crisscross release file" in caplog.text and m.modalities == ("video",)
+    m = avidzoo.from_pretrained(tmp_path / "my_video_tower.pt", release="crisscross_r2plus1d.kinetics400")
+    assert m.config["weights"] == "crisscross_r2plus1d.kinetics400" and m.modalities == ("video",)
+    # GDT by its release name, renamed, and named
+    torch.save(gdt_checkpoint(23), tmp_path / "gdt_K400.pth")
+    m = avidzoo.from_pretrained(tmp_path / "gdt_K400.pth")
+    assert m.config["weights"] == "gdt_r2plus1d.kinetics400" and m.modalities == ("video", "audio")
+    (tmp_path / "gdt_K400.pth").rename(tmp_path / "checkpoint.pth")  # GDT's own save name
+    assert avidzoo.from_pretrained(tmp_path / "checkpoint.pth").config["weights"] == "gdt_r2plus1d.ig65m"
+    assert avidzoo.from_pretrained(tmp_path / "checkpoint.pth", release="gdt_r2plus1d.kinetics400").config[
+        "weights"] == "gdt_r2plus1d.kinetics400"
+    # XDC renamed (its release name carries a hash prefix our random file cannot have) and named
+    state, _ = xdc_state(24)
+    torch.save(state, tmp_path / "xdc.pth")
+    m = avidzoo.from_pretrained(tmp_path / "xdc.pth", release="xdc_r2plus1d.audioset2m")
+    assert m.config["weights"] == "xdc_r2plus1d.audioset2m" and m.modalities == ("video",)
+    assert torch.equal(m.state_dict()["video_encoder.layer2.0.conv2.0.0.weight"], state["layer2.0.conv2.0.0.weight"])
+    assert avidzoo.from_pretrained(tmp_path / "xdc.pth").config["weights"] == "xdc_r2plus1d.ig65m_kinetics"
+    # anything else is refused with what was tried
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="nor a release file of CrissCross, GDT or XDC"):
+        avidzoo.from_pretrained(tmp_path / "other.pth")
+    # the command line converts each
+    for src in (vid_zip, tmp_path / "checkpoint.pth"):
+        assert cli(["convert", str(src), str(tmp_path / f"conv_{src.stem}")]) == 0
+        assert avidzoo.from_pretrained(tmp_path / f"conv_{src.stem}").config["weights"] in (
+            "crisscross_r2plus1d.audioset2m", "gdt_r2plus1d.ig65m")
+
+
+def test_a_drop_folder_finds_crisscross_files_unzipped(drop):
+    video = seeded(R2Plus1D(18, pool="avg"), 25).state_dict()
+    torch.save(video, drop / "vid_crisscross_kinetics_sound.pth.tar")  # unzipped, as CrissCross's scripts read it
+    torch.save(crisscross_audio_state(26), drop / "aud_crisscross_kinetics_sound.pth.tar.zip")
+    model = avidzoo.from_pretrained("crisscross_r2plus1d.kinetics_sound")
+    assert model.modalities == ("video", "audio")
+    assert torch.equal(model.state_dict()["video_encoder.conv1.0.weight"], video["conv1.0.weight"])
+    records = sorted(p.name for p in (Path(os.environ["AVIDZOO_HOME"]) / "hashes").iterdir())
+    assert records == ["aud_crisscross_kinetics_sound.pth.tar.zip.json", "vid_crisscross_kinetics_sound.pth.tar.json"]
+    again = avidzoo.from_pretrained("crisscross_r2plus1d.kinetics_sound")  # served from the cache, not reconverted
+    assert torch.equal(again.state_dict()["video_encoder.conv1.0.weight"], video["conv1.0.weight"])
+
+
 def test_crisscross_audio_input_is_librosa_log_mel():
     """The torch log-mel (batched, any device) against a NumPy reference written from the formula: Slaney mel scale
     and area normalisation (librosa's defaults), |STFT|^2 + eps, ln(mel + eps), the scalar normalisation."""
@@ -230,6 +325,61 @@ def test_gdt_checkpoint_with_namespace_args(drop, tmp_path):
     torch.save(bad, drop / "gdt_IG65M.pth")
     with pytest.raises(CheckpointError, match="other than tensors"):
         avidzoo.from_pretrained("gdt_r2plus1d.ig65m")
+
+
+class _Warmup(torch.optim.lr_scheduler.LRScheduler):
+    """A warm-up scheduler handing over to another, as GDT's pretraining uses one (a 10-epoch warm-up): its
+    ``state_dict()`` (what GDT's ``save_checkpoint`` stores) keeps ``after_scheduler``, the torch scheduler object
+    itself, which holds the optimizer."""
+
+    def __init__(self, optimizer, total_epoch: int, after_scheduler) -> None:
+        self.total_epoch, self.after_scheduler, self.finished = total_epoch, after_scheduler, True
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        return [lr * min(1.0, (self.last_epoch + 1) / self.total_epoch) for lr in self.base_lrs]
+
+
+def test_gdt_checkpoint_with_a_pickled_warmup_scheduler_loads(drop):
+    """GDT's save path with warm-up: ``lr_scheduler`` pickles a MultiStepLR object with its SGD optimizer (momentum
+    buffers in a defaultdict, milestones in a Counter). Read with inert stand-ins, nothing of them run; a file with
+    a real payload is still refused."""
+    ckpt = gdt_checkpoint(7)
+    params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))]
+    sgd = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-5)
+    (params[0].sum() + params[1].sum()).backward()
+    sgd.step()
+    for cls in (torch.optim.lr_scheduler.MultiStepLR, torch.optim.lr_scheduler.CosineAnnealingLR):
+        after = cls(sgd, [30, 60]) if cls is torch.optim.lr_scheduler.MultiStepLR else cls(sgd, 100)
+        warmup = _Warmup(sgd, 10, after)
+        ckpt.update(optimizer=sgd.state_dict(), lr_scheduler=warmup.state_dict())
+        raw = drop / "raw.pth"
+        torch.save(ckpt, raw)
+        pickled = raw.read_bytes()
+        for name in (cls.__name__.encode(), b"SGD", b"defaultdict"):  # the file really holds those objects
+            assert name in pickled
+        with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+            torch.load(raw, weights_only=True)  # what a plain weights-only read says of such a file
+        raw.rename(drop / "gdt_K400.pth")
+        for folder in (Path(os.environ["AVIDZOO_HOME"]) / "weights").glob("gdt_*"):
+            shutil.rmtree(folder)
+        (Path(os.environ["AVIDZOO_HOME"]) / "hashes" / "gdt_K400.pth.json").unlink(missing_ok=True)
+        model = avidzoo.from_pretrained("gdt_r2plus1d.kinetics400")
+        assert torch.equal(model.state_dict()["video_encoder.layer4.1.conv2.0.3.weight"],
+                           ckpt["model"]["video_network.base.layer4.1.conv2.0.3.weight"])
+    # a real payload is refused, never run
+    ckpt["lr_scheduler"] = _Payload()
+    torch.save(ckpt, drop / "gdt_IG65M.pth")
+    with pytest.raises(CheckpointError, match="other than tensors"):
+        avidzoo.from_pretrained("gdt_r2plus1d.ig65m")
+    assert not (drop / "pwned").exists()
+
+
+class _Payload:
+    """What a malicious checkpoint carries: unpickling it would run a shell command."""
+
+    def __reduce__(self):
+        return os.system, (f"touch {os.environ['AVIDZOO_HOME']}/../drop/pwned",)
 
 
 def test_torchvision_graph_equals_torchvision():
