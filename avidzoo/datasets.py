@@ -321,7 +321,7 @@ class LabelledClips(torch.utils.data.Dataset):
             starts = [lo + random_start(span, self.clip_duration, rng)]
             if not self.train:
                 starts += [lo + s for s in uniform_starts(span, self.clip_duration, self.test_clips)]
-            short_side = None if self.train else int(self.transform.resize)
+            short_side = None if self.train else self.transform.decoder_short_side
             frames = f.read_video(starts, num_frames=self.num_frames, fps=self.fps, short_side=short_side)
         label = self.data.labels[i]
         if self.train:

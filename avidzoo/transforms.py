@@ -42,10 +42,12 @@ def clip_seconds(config: Mapping[str, Any], modality: str) -> float:
 class VideoTransform:
     """Video preprocessing: frames ``(..., T, H, W, 3)`` uint8 -> ``(..., 3, T, S, S)`` float32, S = ``crop_size``.
 
-    Evaluation (``train=False``): short side to ``resize`` (bilinear, antialiased), centre crop, scale to [0, 1],
-    normalise with ``mean``/``std``. Training: RandomResizedCrop(S, ``crop_scale``, ``crop_ratio``), horizontal flip
-    and colour jitter (brightness, contrast, saturation, hue) in random order, every parameter drawn once per clip so
-    that all its frames change alike (torchvision.transforms.v2 on a video tensor), then the same scaling.
+    Evaluation (``train=False``): short side to ``resize`` (bilinear, antialiased; ``antialias: false`` in the
+    config for GDT's ``F.interpolate`` without it), centre crop (offset rounded, or ``crop_rounding: "ceil"`` as
+    GDT's ``uniform_crop``), scale to [0, 1], normalise with ``mean``/``std``. Training: RandomResizedCrop(S,
+    ``crop_scale``, ``crop_ratio``), horizontal flip and colour jitter (brightness, contrast, saturation, hue) in
+    random order, every parameter drawn once per clip so that all its frames change alike
+    (torchvision.transforms.v2 on a video tensor), then the same scaling.
     """
 
     def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
@@ -55,6 +57,10 @@ class VideoTransform:
         self.crop_size = int(config["crop_size"])
         self.mean = tuple(float(m) for m in config["mean"])
         self.std = tuple(float(s) for s in config["std"])
+        self.antialias = bool(config.get("antialias", True))
+        self.crop_rounding = config.get("crop_rounding", "round")
+        if self.crop_rounding not in ("round", "ceil"):
+            raise ValueError(f"crop_rounding must be 'round' or 'ceil', got {self.crop_rounding!r}")
         self._augment = None
         if train:
             from torchvision.transforms import v2
@@ -87,6 +93,13 @@ class VideoTransform:
         x = self._normalize(x)
         return x if batched else x[0]
 
+    @property
+    def decoder_short_side(self) -> int | None:
+        """The short side a decoder may scale frames to before this transform (FFmpeg's scaler, within 0.2 grey
+        levels of an antialiased resize); ``None`` when the weights' own resize has no antialiasing, which only the
+        transform reproduces, so the decoder gives full frames."""
+        return self.resize if self.antialias else None
+
     def crop(self, frames: torch.Tensor) -> torch.Tensor | None:
         """The evaluation view of uint8 frames ``(B, T, H, W, 3)`` whose short side is already ``resize`` (a decoder
         scaled them): the centre crop ``(B, T, S, S, 3)``, still uint8, exactly the pixels :meth:`__call__` would
@@ -113,6 +126,8 @@ class VideoTransform:
         return (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
 
     def _crop_origin(self, h: int, w: int) -> tuple[int, int]:
+        if self.crop_rounding == "ceil":
+            return math.ceil((h - self.crop_size) / 2), math.ceil((w - self.crop_size) / 2)
         return int(round((h - self.crop_size) / 2.0)), int(round((w - self.crop_size) / 2.0))
 
     def _center_views(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +135,8 @@ class VideoTransform:
         x = rearrange(x, "b t c h w -> (b t) c h w").float()
         size = self._resized_size(h, w)
         if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 255)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=self.antialias).clamp_(0, 255)
         top, left = self._crop_origin(*size)
         x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
         return rearrange(x, "(b t) c h w -> b t c h w", b=b)

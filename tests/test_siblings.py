@@ -382,6 +382,43 @@ class _Payload:
         return os.system, (f"touch {os.environ['AVIDZOO_HOME']}/../drop/pwned",)
 
 
+def gdt_view(frames: torch.Tensor, size: int = 128, crop: int = 112) -> torch.Tensor:
+    """GDT's evaluation view, written from its transform's steps: uint8 ``(T, H, W, 3)`` / 255, mean 0.45 and std
+    0.225, to ``(T, 3, H, W)``, short side to ``size`` with the long side ``floor(long / short * size)`` by
+    ``F.interpolate(bilinear, align_corners=False)`` (no antialiasing), the crop at ``ceil((H - crop) / 2)``;
+    returns ``(3, T, crop, crop)``."""
+    x = ((frames.float() / 255.0 - 0.45) / 0.225).permute(0, 3, 1, 2)
+    h, w = x.shape[2:]
+    nh, nw = (math.floor(h / w * size), size) if w < h else (size, math.floor(w / h * size))
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    y0, x0 = math.ceil((nh - crop) / 2), math.ceil((nw - crop) / 2)
+    return x[:, :, y0:y0 + crop, x0:x0 + crop].permute(1, 0, 2, 3)
+
+
+def test_gdt_video_input_is_gdts_own_transform(tmp_path):
+    """GDT's inputs on real decoded frames of a 1280x714 file (its resized width, 229, leaves an odd margin): the
+    weights' transform and extraction's decoding give GDT's view to float precision; AVID's keep their antialiased
+    resize and rounded crop."""
+    from avidzoo.extract.dataset import ClipDataset
+    from avidzoo.io import MediaFile
+
+    path = make_video(tmp_path / "odd.mp4", fps=30, seconds=1.5, size=(1280, 714), pattern="scene", crf=20)
+    with MediaFile(path) as f:
+        frames = f.read_video([0.1], num_frames=30, fps=30)[0]  # full resolution
+    t = avidzoo.create_transforms("gdt_r2plus1d")
+    assert t.video.decoder_short_side is None  # the decoder must not pre-scale GDT's frames
+    expected = gdt_view(frames)
+    torch.testing.assert_close(t.video(frames), expected, rtol=0, atol=2e-5)
+    # through extraction's dataset (decoded at full size, transformed in the worker)
+    item = ClipDataset([path], t, ["video"], 1)[0]
+    with MediaFile(path) as f:
+        clip = f.read_video(item["starts"], num_frames=30, fps=30)[0]
+    torch.testing.assert_close(item["video"][0], gdt_view(clip), rtol=0, atol=2e-5)
+    # AVID's weights: antialiased, rounded crop, pre-scaled by the decoder, as before
+    avid = avidzoo.create_transforms("cross_avid_r2plus1d").video
+    assert avid.decoder_short_side == 256 and avid.antialias and avid.crop_rounding == "round"
+
+
 def test_torchvision_graph_equals_torchvision():
     ref = seeded(torchvision.models.video.r2plus1d_18(), 7)
     ref.fc = nn.Identity()

@@ -90,7 +90,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if "video" in spans:
             v = self.video_cfg
             frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
-                                  short_side=int(v["resize"]))
+                                  short_side=self.transforms.video.decoder_short_side)
             item["video"] = self._video(torch.stack(frames), raw)
         if "audio" in self.modalities:
             item["has_audio"] = "audio" in spans
