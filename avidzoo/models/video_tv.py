@@ -66,6 +66,9 @@ class TorchvisionR2Plus1D(VideoResNet):
         if variant == "vmz":
             for m in self.modules():
                 if isinstance(m, nn.BatchNorm3d):
+                    # Caffe2's eps. Its momentum 0.9 is the decay of the running statistics, PyTorch's 0.1 (its
+                    # momentum weighs the new batch): XDC's port sets PyTorch's 0.9, the number, not the meaning, so
+                    # the default 0.1 stays (docs/siblings.md). Evaluation never updates the statistics either way.
                     m.eps = 1e-3
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
