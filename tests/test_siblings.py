@@ -248,6 +248,9 @@ def test_release_files_load_by_path(tmp_path, caplog):
         assert cli(["convert", str(src), str(tmp_path / f"conv_{src.stem}")]) == 0
         assert avidzoo.from_pretrained(tmp_path / f"conv_{src.stem}").config["weights"] in (
             "crisscross_r2plus1d.audioset2m", "gdt_r2plus1d.ig65m")
+    assert cli(["convert", str(tmp_path / "checkpoint.pth"), str(tmp_path / "conv_named"), "--release",
+                "gdt_r2plus1d.kinetics400"]) == 0
+    assert avidzoo.from_pretrained(tmp_path / "conv_named").config["weights"] == "gdt_r2plus1d.kinetics400"
 
 
 def test_a_drop_folder_finds_crisscross_files_unzipped(drop):
