@@ -28,6 +28,7 @@ import torch
 
 from .errors import AvidzooError
 from .io import MediaFile, find_media
+from .io.frame_rules import rule_clips
 from .io.inputs import readable_media
 from .io.sampling import random_start, uniform_starts
 from .transforms import clip_seconds
@@ -289,6 +290,8 @@ class LabelledClips(torch.utils.data.Dataset):
     Evaluation: item ``i`` is file ``i``: ``(clips (1 + test_clips, 3, T, S, S), label, i)`` where clip 0 starts at a
     random (seeded) time, for Clip@1, and the others are ``test_clips`` evenly spaced clips (``linspace(0,
     duration - clip, n)``, the original dense test), for Video@1. Clips stay inside a file's ``(start, end)`` segment.
+    Weights whose preset names another ``frame_rule`` (GDT's, VMZ's for XDC: :mod:`avidzoo.io.frame_rules`) take
+    their test clips by that rule on whole files.
     """
 
     def __init__(self, data: LabelledMedia, transform, *, train: bool = True, clips_per_video: int = 1,
@@ -298,6 +301,7 @@ class LabelledClips(torch.utils.data.Dataset):
         cfg = transform.config
         self.num_frames, self.fps = int(cfg["num_frames"]), float(cfg["fps"])
         self.clip_duration = clip_seconds(cfg, "video")
+        self.frame_rule = cfg.get("frame_rule", "avid")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -319,10 +323,17 @@ class LabelledClips(torch.utils.data.Dataset):
             hi = min(hi, end) if hi is not None else end
             span = max(hi - lo, 0.0)
             starts = [lo + random_start(span, self.clip_duration, rng)]
-            if not self.train:
-                starts += [lo + s for s in uniform_starts(span, self.clip_duration, self.test_clips)]
-            short_side = None if self.train else self.transform.decoder_short_side
-            frames = f.read_video(starts, num_frames=self.num_frames, fps=self.fps, short_side=short_side)
+            short_side = None if self.train else self.transform.decoder_scale
+            whole = self.data.segments[i] == (None, None)
+            if not self.train and self.frame_rule != "avid" and f.info.has_video and whole:
+                # test clips where the method's own decoder put them (io.frame_rules); a segment keeps AVID's rule
+                ruled = rule_clips(f, self.frame_rule, self.test_clips, num_frames=self.num_frames, fps=self.fps)
+                frames = f.read_video(starts, num_frames=self.num_frames, fps=self.fps, short_side=short_side)
+                frames += f.read_frames([c.times for c in ruled], short_side=short_side)
+            else:
+                if not self.train:
+                    starts += [lo + s for s in uniform_starts(span, self.clip_duration, self.test_clips)]
+                frames = f.read_video(starts, num_frames=self.num_frames, fps=self.fps, short_side=short_side)
         label = self.data.labels[i]
         if self.train:
             return self.transform(frames[0]), label

@@ -43,24 +43,28 @@ class VideoTransform:
     """Video preprocessing: frames ``(..., T, H, W, 3)`` uint8 -> ``(..., 3, T, S, S)`` float32, S = ``crop_size``.
 
     Evaluation (``train=False``): short side to ``resize`` (bilinear, antialiased; ``antialias: false`` in the
-    config for GDT's ``F.interpolate`` without it), centre crop (offset rounded, or ``crop_rounding: "ceil"`` as
-    GDT's ``uniform_crop``), scale to [0, 1], normalise with ``mean``/``std``. Training: RandomResizedCrop(S,
-    ``crop_scale``, ``crop_ratio``), horizontal flip and colour jitter (brightness, contrast, saturation, hue) in
-    random order, every parameter drawn once per clip so that all its frames change alike
+    config for GDT's ``F.interpolate`` without it; a ``[height, width]`` pair resizes to that size, aspect ignored,
+    as VMZ's input op for XDC), centre crop (offset rounded; ``crop_rounding: "ceil"`` as GDT's ``uniform_crop``,
+    ``"floor"`` as VMZ's integer division), scale to [0, 1], normalise with ``mean``/``std``. Training:
+    RandomResizedCrop(S, ``crop_scale``, ``crop_ratio``), horizontal flip and colour jitter (brightness, contrast,
+    saturation, hue) in random order, every parameter drawn once per clip so that all its frames change alike
     (torchvision.transforms.v2 on a video tensor), then the same scaling.
     """
 
     def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
         self.config = dict(config)
         self.train = train
-        self.resize = int(config["resize"])
+        resize = config["resize"]
+        # int: the short side; [height, width]: a fixed size, aspect ignored
+        self.resize: int | tuple[int, int] = (int(resize[0]), int(resize[1])) if isinstance(resize, (list, tuple)) \
+            else int(resize)
         self.crop_size = int(config["crop_size"])
         self.mean = tuple(float(m) for m in config["mean"])
         self.std = tuple(float(s) for s in config["std"])
         self.antialias = bool(config.get("antialias", True))
         self.crop_rounding = config.get("crop_rounding", "round")
-        if self.crop_rounding not in ("round", "ceil"):
-            raise ValueError(f"crop_rounding must be 'round' or 'ceil', got {self.crop_rounding!r}")
+        if self.crop_rounding not in ("round", "ceil", "floor"):
+            raise ValueError(f"crop_rounding must be 'round', 'ceil' or 'floor', got {self.crop_rounding!r}")
         self._augment = None
         if train:
             from torchvision.transforms import v2
@@ -94,10 +98,14 @@ class VideoTransform:
         return x if batched else x[0]
 
     @property
-    def decoder_short_side(self) -> int | None:
-        """The short side a decoder may scale frames to before this transform (FFmpeg's scaler, within 0.2 grey
-        levels of an antialiased resize); ``None`` when the weights' own resize has no antialiasing, which only the
-        transform reproduces, so the decoder gives full frames."""
+    def decoder_scale(self) -> int | tuple[int, int] | None:
+        """How a decoder may scale frames before this transform (``short_side`` of
+        :meth:`~avidzoo.io.MediaFile.read_video`): the short side ``resize`` (FFmpeg's scaler, within 0.2 grey levels
+        of an antialiased resize); ``(width, height)`` for a fixed size (VMZ's own scaler, which the decoder runs
+        exactly); ``None`` when the weights' resize has no antialiasing, which only the transform reproduces, so the
+        decoder gives full frames."""
+        if isinstance(self.resize, tuple):
+            return self.resize[1], self.resize[0]
         return self.resize if self.antialias else None
 
     def crop(self, frames: torch.Tensor) -> torch.Tensor | None:
@@ -122,12 +130,17 @@ class VideoTransform:
         return rearrange((x - mean) / std, "b t c h w -> b c t h w").contiguous()
 
     def _resized_size(self, h: int, w: int) -> tuple[int, int]:
-        """Short side to ``resize``, the long side scaled and truncated as PIL/torchvision Resize(int) does."""
+        """Short side to ``resize``, the long side scaled and truncated as PIL/torchvision Resize(int) does; or the
+        fixed ``(height, width)``."""
+        if isinstance(self.resize, tuple):
+            return self.resize
         return (self.resize, int(self.resize * w / h)) if h <= w else (int(self.resize * h / w), self.resize)
 
     def _crop_origin(self, h: int, w: int) -> tuple[int, int]:
         if self.crop_rounding == "ceil":
             return math.ceil((h - self.crop_size) / 2), math.ceil((w - self.crop_size) / 2)
+        if self.crop_rounding == "floor":
+            return (h - self.crop_size) // 2, (w - self.crop_size) // 2
         return int(round((h - self.crop_size) / 2.0)), int(round((w - self.crop_size) / 2.0))
 
     def _center_views(self, x: torch.Tensor) -> torch.Tensor:

@@ -404,22 +404,23 @@ def test_gdt_video_input_is_gdts_own_transform(tmp_path):
     resize and rounded crop."""
     from avidzoo.extract.dataset import ClipDataset
     from avidzoo.io import MediaFile
+    from avidzoo.io.frame_rules import rule_clips
 
     path = make_video(tmp_path / "odd.mp4", fps=30, seconds=1.5, size=(1280, 714), pattern="scene", crf=20)
     with MediaFile(path) as f:
         frames = f.read_video([0.1], num_frames=30, fps=30)[0]  # full resolution
     t = avidzoo.create_transforms("gdt_r2plus1d")
-    assert t.video.decoder_short_side is None  # the decoder must not pre-scale GDT's frames
+    assert t.video.decoder_scale is None  # the decoder must not pre-scale GDT's frames
     expected = gdt_view(frames)
     torch.testing.assert_close(t.video(frames), expected, rtol=0, atol=2e-5)
     # through extraction's dataset (decoded at full size, transformed in the worker)
     item = ClipDataset([path], t, ["video"], 1)[0]
-    with MediaFile(path) as f:
-        clip = f.read_video(item["starts"], num_frames=30, fps=30)[0]
+    with MediaFile(path) as f:  # the frames GDT's decoder takes (tests/test_frame_rules.py)
+        clip = f.read_frames([c.times for c in rule_clips(f, "gdt", 1, num_frames=30, fps=30)])[0]
     torch.testing.assert_close(item["video"][0], gdt_view(clip), rtol=0, atol=2e-5)
     # AVID's weights: antialiased, rounded crop, pre-scaled by the decoder, as before
     avid = avidzoo.create_transforms("cross_avid_r2plus1d").video
-    assert avid.decoder_short_side == 256 and avid.antialias and avid.crop_rounding == "round"
+    assert avid.decoder_scale == 256 and avid.antialias and avid.crop_rounding == "round"
 
 
 def test_torchvision_graph_equals_torchvision():

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DecodeError, MissingStreamError
 from ..io import MediaFile, clip_span, coverage, snap_to_keyframes, uniform_starts
+from ..io.frame_rules import FRAME_RULES, rule_clips
 from ..transforms import Transforms, clip_seconds
 
 __all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch"]
@@ -26,7 +27,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     Item: ``{"index", "path", "starts", "duration", "coverage", "video": (n, 3, T, S, S), "audio": (n, 1, T', F)}``
     (and ``"has_audio"`` when audio is asked for, ``"missing"``, ``"placement"`` where the streams overlap by less
-    than a clip, ``"distinct_starts"`` where starts repeat), or ``{"index", "path", "error"}`` when the file cannot
+    than a clip or the weights' ``frame_rule`` placed the clips (``"gdt"``, ``"vmz"``: :mod:`avidzoo.io.frame_rules`;
+    ``"starts"`` are then the first frames' times, and ``"audio_starts"`` the audio clips' where they differ),
+    ``"distinct_starts"`` where starts repeat), or ``{"index", "path", "error"}`` when the file cannot
     be read (the error is recorded, never raised). ``"coverage"``: per modality, the fraction of each clip that the
     stream really fills (the rest is padding). With ``preprocess="device"`` the item carries uint8 and waveforms for
     :func:`prepare_batch` instead, and ``"raw"`` says what each is: ``"video"`` the centre crops
@@ -49,6 +52,12 @@ class ClipDataset(torch.utils.data.Dataset):
         pre = transforms.config
         self.video_cfg, self.audio_cfg = pre["video"], pre["audio"]
         self.clip_durations = {m: clip_seconds(pre[m], m) for m in self.modalities}
+        self.frame_rule = (self.video_cfg or {}).get("frame_rule", "avid")
+        if self.frame_rule not in FRAME_RULES:
+            raise ValueError(f"frame_rule must be one of {FRAME_RULES}, got {self.frame_rule!r}")
+        if self.frame_rule != "avid" and sampling == "keyframe" and "video" in self.modalities:
+            raise ValueError(f"sampling='keyframe' moves AVID's clip starts; these weights place clips by the "
+                             f"{self.frame_rule!r} frame rule (use sampling='uniform')")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,32 +85,50 @@ class ClipDataset(torch.utils.data.Dataset):
         spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
         if not spans:
             raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
-        starts, placement = self._starts(f, spans)
+        v = self.video_cfg
+        ruled = None
+        if self.frame_rule != "avid" and "video" in spans:  # the method's own decoder rule places the clips
+            ruled = rule_clips(f, self.frame_rule, self.clips_per_video, num_frames=int(v["num_frames"]),
+                               fps=float(v["fps"]))
+            starts, placement = [c.times[0] for c in ruled], self.frame_rule
+        else:
+            starts, placement = self._starts(f, spans)
+        clip_starts = {m: starts for m in spans}
+        if ruled is not None and "audio" in spans:
+            lo, hi = spans["audio"]
+            last = max(hi - self.clip_durations["audio"], lo)  # moved back to end with the stream, as GDT's
+            clip_starts["audio"] = [min(lo + c.audio_from, last) for c in ruled]
         item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
                                 "duration": f.info.duration}
         missing = [m for m in self.modalities if m not in spans]
         if missing:
             item["missing"] = missing
-        if placement != "overlap":  # the streams overlap by less than a clip: placed over this one's span
+        if placement != "overlap":  # by a method's frame rule, or over one stream's span (they overlap too little)
             item["placement"] = placement
+        audio_starts = [round(t, 6) for t in clip_starts.get("audio", starts)]
+        if audio_starts != item["starts"]:
+            item["audio_starts"] = audio_starts
         if len(set(item["starts"])) < len(starts):
             item["distinct_starts"] = len(set(item["starts"]))
         raw: dict[str, str] = {}
         if "video" in spans:
-            v = self.video_cfg
-            frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]),
-                                  short_side=self.transforms.video.decoder_short_side)
+            scale = self.transforms.video.decoder_scale
+            if ruled is not None:
+                frames = f.read_frames([c.times for c in ruled], short_side=scale)
+            else:
+                frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]), short_side=scale)
             item["video"] = self._video(torch.stack(frames), raw)
         if "audio" in self.modalities:
             item["has_audio"] = "audio" in spans
         if "audio" in spans:
-            waves = f.read_audio(starts, self.clip_durations["audio"], sample_rate=int(self.audio_cfg["sample_rate"]))
+            waves = f.read_audio(clip_starts["audio"], self.clip_durations["audio"],
+                                 sample_rate=int(self.audio_cfg["sample_rate"]))
             if self.raw:  # the spectrogram is made on the device
                 item["audio"], raw["audio"] = torch.stack(waves), "wave"
             else:
                 item["audio"] = self.transforms.audio(torch.stack(waves))
         # after the reads, which find where a stream without a declared end stops
-        item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], f.span(m)), 4) for s in starts]
+        item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], f.span(m)), 4) for s in clip_starts[m]]
                             for m in spans}
         if raw:
             item["raw"] = raw

@@ -65,7 +65,7 @@ class ExtractionResult:
 
 
 # What an index row keeps of a file's item beyond its path and clip starts (see ClipDataset).
-_ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "distinct_starts")
+_ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "audio_starts", "distinct_starts")
 
 
 def ok_row(item: Mapping[str, Any]) -> dict[str, Any]:

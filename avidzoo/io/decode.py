@@ -59,7 +59,7 @@ from ..errors import (
     VariableFrameRateError,
 )
 
-__all__ = ["MediaInfo", "MediaFile", "probe", "read_video_clip", "read_audio_clip"]
+__all__ = ["MediaInfo", "MediaFile", "FrameTable", "probe", "read_video_clip", "read_audio_clip"]
 
 _EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
 _SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through, when keyframes are unknown
@@ -71,6 +71,22 @@ _NOT_MEDIA_FORMATS = {"tty", "image2", "lavfi"}  # FFmpeg also "plays" text file
 _RESIZE_FLAGS = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.FULL_CHR_H_INT
                  | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
 _SIGNATURES = (b"\x1aE\xdf\xa3", b"RIFF", b"OggS", b"ID3", b"fLaC", b"FLV", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """A video stream's frames, from its packets (:meth:`MediaFile.frame_table`): ``pts`` the presentation
+    timestamps in order, in ``time_base`` ticks; ``rate`` the stream's average frame rate; ``declared_frames`` and
+    ``declared_duration`` (ticks) what its header says (0 and ``None`` when it says nothing, as Matroska)."""
+
+    pts: list[int]
+    time_base: Fraction
+    rate: float
+    declared_frames: int
+    declared_duration: int | None
+
+    def seconds(self, pts: int) -> float:
+        return float(pts * self.time_base)
 
 
 @dataclass(frozen=True)
@@ -290,7 +306,7 @@ class MediaFile:
         *,
         num_frames: int = 8,
         fps: float = 16.0,
-        short_side: int | None = None,
+        short_side: int | tuple[int, int] | None = None,
         duration: float | None = None,
     ) -> list[torch.Tensor]:
         """Clips starting at ``starts`` (seconds), each ``(num_frames, H, W, 3)`` uint8 RGB.
@@ -298,7 +314,8 @@ class MediaFile:
         ``duration`` (seconds), when given, sets ``num_frames = round(duration * fps)``.
 
         ``short_side`` scales frames in FFmpeg so that their shorter side has that many pixels (the longer side
-        scaled and truncated, as the transforms do); ``None`` keeps the stored size.
+        scaled and truncated, as the transforms do); a ``(width, height)`` pair scales to that size, aspect ignored,
+        in one swscale pass with ``FAST_BILINEAR`` (VMZ's decoder, XDC's inputs); ``None`` keeps the stored size.
         """
         if duration is not None:
             num_frames = max(int(round(duration * fps)), 1)
@@ -306,20 +323,41 @@ class MediaFile:
             raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
         if self.info.rotation and self.rotation_policy == "error":
             raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
+        times = [[s + k / fps for k in range(num_frames)] for s in starts]
+        return self._read_clips(times, [s + num_frames / fps for s in starts], self.frame_times == "original",
+                                short_side)
+
+    def read_frames(self, times: Sequence[Sequence[float]], *,
+                    short_side: int | tuple[int, int] | None = None) -> list[torch.Tensor]:
+        """Clips whose frames are named by time: clip ``i`` is ``(len(times[i]), H, W, 3)`` uint8 RGB, frame ``k``
+        the last one whose timestamp is at or before ``times[i][k]`` (seconds), so a frame's own timestamp gives
+        exactly that frame. This is how the siblings' frame rules (:mod:`avidzoo.io.frame_rules`) read the frames
+        they pick from the stream's packet timestamps. ``short_side`` as in :meth:`read_video`."""
+        if not self.info.has_video:
+            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
+        if self.info.rotation and self.rotation_policy == "error":
+            raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
+        frame = 1.0 / (self.info.fps or 30.0)
+        times = [list(t) for t in times]
+        return self._read_clips(times, [max(t) + frame for t in times], False, short_side)
+
+    def _read_clips(self, times: list[list[float]], ends: list[float], original: bool,
+                    short_side: int | tuple[int, int] | None) -> list[torch.Tensor]:
+        """Clip ``i`` takes a frame for each target in ``times[i]`` (seconds), by the original frame numbers or by
+        timestamps; ``ends[i]``: where the clip's span ends."""
         stream = self._container.streams.video[0]
-        order = sorted(range(len(starts)), key=lambda i: starts[i])
-        clips: list[torch.Tensor | None] = [None] * len(starts)
+        order = sorted(range(len(times)), key=lambda i: times[i][0])
+        clips: list[torch.Tensor | None] = [None] * len(times)
         keyframes = self._keyframe_times(stream) if self.exact_savings else None
         # Clips share one decoding pass unless a keyframe lies between them: then a seek skips the frames between.
         group: list[int] = []
         for i in order:
-            if group and self._seek_between(keyframes, starts[group[-1]] + num_frames / fps,
-                                            self._earliest(stream, starts[i])):
-                self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
+            if group and self._seek_between(keyframes, ends[group[-1]], self._earliest(stream, times[i][0], original)):
+                self._decode_group(stream, group, clips, times, original, short_side)
                 group = []
             group.append(i)
         if group:
-            self._decode_group(stream, [starts[j] for j in group], group, clips, num_frames, fps, short_side)
+            self._decode_group(stream, group, clips, times, original, short_side)
         return clips  # type: ignore[return-value]
 
     def keyframe_times(self) -> list[float]:
@@ -332,24 +370,49 @@ class MediaFile:
     def _keyframe_times(self, stream) -> list[float] | None:
         """Presentation times of the video's keyframes, from its packets (demuxed once, not decoded); None when
         they cannot be read."""
-        if getattr(self, "_keyframes", False) is not False:
-            return self._keyframes
-        times: list[float] | None = []
+        if getattr(self, "_keyframes", False) is False:
+            packets = self._packets(stream)
+            times = sorted(float(pts * stream.time_base) for pts, key in packets or () if key and pts is not None)
+            self._keyframes = times or None
+        return self._keyframes
+
+    def _packets(self, stream) -> list[tuple[int | None, bool]] | None:
+        """``(pts, is_keyframe)`` of every video packet in file order, demuxed once and kept; None when the packets
+        cannot be read."""
+        if getattr(self, "_packet_list", False) is not False:
+            return self._packet_list
+        packets: list[tuple[int | None, bool]] | None = []
         try:
             self._seek_to(0.0, stream)
             for packet in self._container.demux(stream):
-                if packet.is_keyframe and packet.pts is not None:
-                    times.append(float(packet.pts * stream.time_base))
+                if packet.size or packet.pts is not None:  # the demuxer's final empty packet is no frame
+                    packets.append((packet.pts, bool(packet.is_keyframe)))
         except (av.error.FFmpegError, ValueError):
-            times = None
-        self._keyframes = sorted(times) if times else None
-        return self._keyframes
+            packets = None
+        self._packet_list = packets
+        return packets
 
-    def _earliest(self, stream, t: float) -> float:
+    def frame_table(self) -> FrameTable:
+        """The video stream's frames as its packets list them, without decoding: the presentation timestamps in
+        order (``pts``, in ``time_base`` ticks) and what the stream header declares (``declared_frames``,
+        ``declared_duration``; 0 / ``None`` where it declares nothing), which the siblings' frame rules read."""
+        if not self.info.has_video:
+            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
+        stream = self._container.streams.video[0]
+        packets = self._packets(stream)
+        if not packets:
+            raise EmptyMediaError(self.path, "the video stream has no packets")
+        if any(pts is None for pts, _ in packets):
+            raise DecodeError(self.path, "video packets without timestamps: frames cannot be placed by them")
+        rate = float(stream.average_rate or self.info.fps or 0.0)
+        return FrameTable(pts=sorted(pts for pts, _ in packets), time_base=stream.time_base, rate=rate,
+                          declared_frames=int(stream.frames or 0), declared_duration=stream.duration)
+
+    def _earliest(self, stream, t: float, original: bool) -> float:
         """A time at or before the frame that the target ``t`` takes, such that the keyframe at or before it is all a
         decoder needs: ``t`` itself for the timestamps rule (the frame on screen at ``t`` comes at or after the
         keyframe before ``t``); for the original rule, the time of the target's frame number (``number / rate``)."""
-        if self.frame_times != "original":
+        if not original:
             return t
         rate = float(stream.average_rate or self.info.fps or 30.0)
         return min(t, max(int((t - self.info.video_start) * rate), 0) / rate)
@@ -364,21 +427,20 @@ class MediaFile:
         return i >= 0 and keyframes[i] > done + 1.0 / (self.info.fps or 30.0)
 
     @staticmethod
-    def _output_size(frame, short_side: int | None) -> tuple[int, int] | None:
-        if short_side is None:
-            return None
+    def _output_size(frame, short_side: int | tuple[int, int] | None) -> tuple[int, int] | None:
+        if short_side is None or isinstance(short_side, tuple):
+            return short_side
         w, h, s = frame.width, frame.height, short_side
         return (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
 
-    def _decode_group(self, stream, group_starts, indices, clips, num_frames, fps, short_side) -> None:
-        targets = sorted((s + k / fps, ci, k) for ci, s in zip(indices, group_starts) for k in range(num_frames))
-        original = self.frame_times == "original"
+    def _decode_group(self, stream, indices, clips, times, original: bool, short_side) -> None:
+        targets = sorted((t, ci, k) for ci in indices for k, t in enumerate(times[ci]))
         rate = stream.average_rate or Fraction(self.info.fps or 30.0).limit_denominator(1001)
         # The original's target frame numbers: int() of a float, relative to the stream's start.
         wanted = [int((t - self.info.video_start) * float(rate)) for t, _, _ in targets]
         chosen: dict[tuple[int, int], object] = {}
         first_t = targets[0][0]
-        self._seek(stream, self._earliest(stream, first_t))
+        self._seek(stream, self._earliest(stream, first_t, original))
         prev = None
         last_time = None
         deltas: list[float] = []
@@ -431,7 +493,8 @@ class MediaFile:
                     f" truncated or corrupt before the clip at {targets[pos][0]:.2f} s")
             self._seen_end["video"] = min(end, self._seen_end.get("video", math.inf))
         converted: dict[int, np.ndarray] = {}
-        for ci, start in zip(indices, group_starts):
+        for ci in indices:
+            num_frames, start = len(times[ci]), times[ci][0]
             frames = [chosen.get((ci, k)) for k in range(num_frames)]
             have = [f for f in frames if f is not None]
             if not have:
@@ -502,12 +565,17 @@ class MediaFile:
             with contextlib.suppress(av.error.FFmpegError):  # a fresh container is at the start already
                 self._container.seek(0)
 
-    def _to_rgb(self, frame, cache: dict[int, np.ndarray], short_side: int | None) -> np.ndarray:
+    def _to_rgb(self, frame, cache: dict[int, np.ndarray], short_side: int | tuple[int, int] | None) -> np.ndarray:
         key = id(frame)
         if key not in cache:
             size = self._output_size(frame, short_side)
             if size is None:
                 rgb = frame.to_ndarray(format="rgb24")
+            elif isinstance(short_side, tuple):
+                # A fixed (width, height), aspect ignored, as VMZ's decoder scales: one swscale pass from the
+                # decoder's pixel format to RGB with SWS_FAST_BILINEAR.
+                rgb = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                                     interpolation=av.video.reformatter.Interpolation.FAST_BILINEAR).to_ndarray()
             else:
                 # Colour conversion at full size, then swscale's bilinear RGB resize: within 0.2 grey levels of
                 # the original's PIL bilinear resize (resizing straight from YUV differs by about 3).
