@@ -473,7 +473,9 @@ def _parser_finetune(sub) -> None:
     s.add_argument("--val", metavar="DATA", help="validation data (default: the split's test list)")
     _dataset_options(s)
     s.add_argument("--out", help="run folder (default runs/finetune)")
-    s.add_argument("--protocol", choices=["ucf101", "hmdb51", "custom"], help="training preset (default from --train)")
+    s.add_argument("--protocol", help="training preset: ucf101, hmdb51 or custom under the weights' own protocol "
+                   "family; a family (avid, crisscross); or family:dataset (default: the weights' family, the dataset "
+                   "from --train)")
     s.add_argument("--frames", type=int, help="frames per clip at 16 fps: 8 (0.5 s) or 32 (2 s)")
     s.add_argument("--epochs", type=int, help="epochs after the warm-up")
     s.add_argument("--warmup-epochs", type=int, help="classifier-only epochs first")

@@ -71,6 +71,7 @@ class WeightSpec:
     license: str
     preprocessing: Mapping[str, Any]
     metrics: Mapping[str, float]
+    protocol: str = "avid"  # the finetuning protocol behind ``metrics`` (family[/variant], manifest protocols.finetune)
     description: str = ""
     pretrain_data: str = ""
     hash_provenance: str = ""

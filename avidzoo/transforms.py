@@ -48,7 +48,8 @@ class VideoTransform:
     ``"floor"`` as VMZ's integer division), scale to [0, 1], normalise with ``mean``/``std``. Training:
     RandomResizedCrop(S, ``crop_scale``, ``crop_ratio``), horizontal flip and colour jitter (brightness, contrast,
     saturation, hue) in random order, every parameter drawn once per clip so that all its frames change alike
-    (torchvision.transforms.v2 on a video tensor), then the same scaling.
+    (torchvision.transforms.v2 on a video tensor), then the same scaling; ``train.grayscale`` (a probability) and
+    ``train.cutout`` (a side in pixels, applied after normalisation) add CrissCross's grayscale and cutout.
     """
 
     def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
@@ -66,16 +67,20 @@ class VideoTransform:
         if self.crop_rounding not in ("round", "ceil", "floor"):
             raise ValueError(f"crop_rounding must be 'round', 'ceil' or 'floor', got {self.crop_rounding!r}")
         self._augment = None
+        self.cutout, self.grayscale = 0, 0.0
         if train:
             from torchvision.transforms import v2
 
             aug = config["train"]
-            self._augment = v2.Compose([
+            steps = [
                 v2.RandomResizedCrop(self.crop_size, scale=tuple(aug["crop_scale"]), ratio=tuple(aug["crop_ratio"]),
                                      antialias=True),
                 v2.RandomHorizontalFlip(float(aug["hflip"])),
                 v2.ColorJitter(*aug["color_jitter"]),
-            ])
+            ]
+            self._augment = v2.Compose(steps)
+            self.grayscale = float(aug.get("grayscale") or 0.0)
+            self.cutout = int(aug.get("cutout") or 0)
 
     def __repr__(self) -> str:
         mode = "train" if self.train else f"resize={self.resize}"
@@ -95,7 +100,22 @@ class VideoTransform:
         x = rearrange(x, "b t h w c -> b t c h w")
         x = self._random_views(x) if self.train else self._center_views(x)
         x = self._normalize(x)
+        if self.train and self.cutout:
+            x = torch.stack([self._cutout(clip) for clip in x])
         return x if batched else x[0]
+
+    def _cutout(self, clip: torch.Tensor) -> torch.Tensor:
+        """CrissCross's ``Cutout`` on a normalised clip ``(3, T, S, S)``: one square of side ``2 * (l // 2)``, ``l``
+        drawn from 1..``cutout``, centred at a random pixel and clipped to the frame, the same in every frame, its
+        pixels *multiplied* by the mean of the first frame (its mask holds that mean where the square is)."""
+        _, _, h, w = clip.shape
+        length = int(torch.randint(1, self.cutout + 1, ()))
+        y, x = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y1, y2 = min(max(y - length // 2, 0), h), min(max(y + length // 2, 0), h)
+        x1, x2 = min(max(x - length // 2, 0), w), min(max(x + length // 2, 0), w)
+        clip = clip.clone()
+        clip[:, :, y1:y2, x1:x2] *= clip[:, 0].mean()
+        return clip
 
     @property
     def decoder_scale(self) -> int | tuple[int, int] | None:
@@ -160,7 +180,13 @@ class VideoTransform:
         if x.dtype != torch.uint8:
             x = x.clamp(0, 255).round().to(torch.uint8)
         # One call per clip: v2 draws the parameters once for the whole video tensor.
-        return torch.stack([self._augment(tv_tensors.Video(clip)).float() for clip in x])
+        clips = [self._augment(tv_tensors.Video(clip)).as_subclass(torch.Tensor) for clip in x]
+        if self.grayscale:  # CrissCross's RandomGray: the whole clip, 3 channels kept (v2's skips videos)
+            from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+            clips = [rgb_to_grayscale(c, num_output_channels=3) if float(torch.rand(())) < self.grayscale else c
+                     for c in clips]
+        return torch.stack([c.float() for c in clips])
 
 
 @functools.lru_cache(maxsize=4)

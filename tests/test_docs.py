@@ -21,17 +21,18 @@ def test_readme_opens_with_install_and_test_commands():
 
 def test_readme_weights_table_matches_manifest():
     rows = {m.group(1): m.groups()[1:] for m in re.finditer(
-        r"^\| `([\w.]+)` \| ([^|]+) \| ([^|]+) \| (yes|no) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+|-) \| ([^|]+) \|$",
+        r"^\| `([\w.]+)` \| ([^|]+) \| ([^|]+) \| (yes|no) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+|-) \| ([\w/]+) "
+        r"\| ([^|]+) \|$",
         README, re.M)}
     manifest = get_manifest()
     weights = manifest.data["weights"]
     assert set(rows) == set(weights)
-    for name, (method, data, audio, ucf, hmdb, kin, lic) in rows.items():
+    for name, (method, data, audio, ucf, hmdb, kin, protocol, lic) in rows.items():
         w = weights[name]
         spec, make_config = resolve_weights(name)
         title = manifest.model(spec.model).method_info["title"]
         assert title.lower().startswith(method.strip().lower()), (name, method)
-        assert data.strip() == w["pretrain_data"] and lic.strip() == w["license"]
+        assert data.strip() == w["pretrain_data"] and lic.strip() == w["license"] and protocol == w["protocol"]
         assert (audio == "yes") == ("audio" in make_config()["modalities"])
         assert (float(ucf), float(hmdb)) == (w["metrics"]["ucf101_video@1"], w["metrics"]["hmdb51_video@1"])
         assert (None if kin == "-" else float(kin)) == w["metrics"].get("kinetics400_linear")

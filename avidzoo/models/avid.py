@@ -169,19 +169,39 @@ class AVIDModel(nn.Module):
 
     # -- classifier -------------------------------------------------------------------------------------------------
     def reset_classifier(
-        self, num_classes: int, label_names: Sequence[str] | None = None, dropout: float = 0.5
+        self, num_classes: int, label_names: Sequence[str] | None = None, dropout: float | None = 0.5,
+        init: str | None = "default",
     ) -> None:
-        """Attach a new Dropout + Linear head on the pooled video features (``num_classes=0`` removes it)."""
+        """Attach a new Dropout + Linear head on the pooled video features (``num_classes=0`` removes it).
+        ``init``: ``"default"`` (PyTorch's Linear init) or ``"orthogonal"`` (weight orthogonal, bias 0: CrissCross's
+        finetuning head)."""
         if "video" not in self.modalities:
             raise ValueError("the classifier sits on the video tower, which this model was built without")
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(f"{len(label_names)} label names given for {num_classes} classes")
+        if init not in (None, "default", "orthogonal"):
+            raise ValueError(f"init must be 'default' or 'orthogonal', got {init!r}")
+        dropout = 0.5 if dropout is None else float(dropout)
         self.classifier = ClassifierHead(self.video_encoder.out_dim, num_classes, dropout) if num_classes else None
+        if self.classifier is not None and init == "orthogonal":
+            nn.init.orthogonal_(self.classifier[1].weight, 1)
+            nn.init.zeros_(self.classifier[1].bias)
         self._config.update(
             num_classes=num_classes or None,
             label_names=list(label_names) if label_names is not None else None,
             dropout=dropout,
         )
+
+    def set_pool(self, modality: str, pool: str) -> None:
+        """Pool the ``modality`` encoder's last map by ``"max"`` or ``"avg"`` (no parameters change; the config records
+        it, so a saved model keeps it). CrissCross finetunes its average-pooled video tower with max pooling."""
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        encoder, _ = self._tower(modality)
+        if not isinstance(getattr(encoder, "pool", None), (nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool3d)):
+            raise ValueError(f"the {modality} encoder has no global pooling to change")
+        encoder.pool = nn.AdaptiveMaxPool3d(1) if pool == "max" else nn.AdaptiveAvgPool3d(1)
+        self._config[modality] = {**self._config[modality], "pool": pool}
 
     def get_classifier(self) -> nn.Module | None:
         return self.classifier

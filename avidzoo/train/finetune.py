@@ -1,9 +1,10 @@
 """Finetuning the video encoder for action recognition: ``avidzoo finetune`` and :func:`finetune`.
 
-The original protocol (manifest ``protocols.finetune``): Dropout(0.5) + Linear on the pooled 512-d features;
+AVID's protocol (manifest ``protocols.finetune.avid``): Dropout(0.5) + Linear on the pooled 512-d features;
 ``warmup_epochs`` that train only the classifier (BatchNorm statistics still update), then ``epochs`` over the whole
 network with Adam and a MultiStepLR whose milestones count from the end of the warm-up. Training clips get
-RandomResizedCrop + flip + colour jitter.
+RandomResizedCrop + flip + colour jitter. CrissCross's weights default to CrissCross's protocol (SGD, max pooling,
+an orthogonal Linear head, grayscale and cutout added, no warm-up); ``protocol`` chooses either for any weights.
 
 A run folder holds ``training_config.json``, ``metrics.csv`` (loss, accuracy, validation Clip@1 per epoch),
 ``checkpoints/epoch-NNN/`` (model + ``training_state.pt``, loadable with ``weights_only=True``), ``model/`` (latest),
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._files import write_text_atomic
+from ..config import resolve_weights
 from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from ..evaluate import predict_clips, report_from_logits
 from ..factory import create_model, create_transforms, from_pretrained
@@ -47,13 +49,16 @@ from .runs import (
 
 log = logging.getLogger("avidzoo")
 
-__all__ = ["FinetuneConfig", "finetune", "load_finetune_config"]
+__all__ = ["FinetuneConfig", "finetune", "load_finetune_config", "protocol_settings"]
 
 
 @dataclass
 class FinetuneConfig(RunOptions):
-    """A finetuning run. ``protocol`` (``ucf101``, ``hmdb51`` or ``custom``) fills every unset training value from
-    the manifest for the chosen clip length ``frames``.
+    """A finetuning run. ``protocol`` fills every unset training value from the manifest (``protocols.finetune``)
+    for the chosen clip length ``frames``: ``ucf101``, ``hmdb51`` or ``custom`` under the weights' own protocol family
+    (AVID's, or CrissCross's for its weights, each with its optimizer, pooling, head and augmentation), a family
+    name (``avid``, ``crisscross``), or ``family:dataset`` (:func:`protocol_settings`). The resolved name, e.g.
+    ``crisscross:ucf101/audioset2m``, is recorded in ``training_config.json``.
 
     ``train``/``val`` are :class:`~avidzoo.datasets.LabelledMedia` or strings for
     :func:`~avidzoo.datasets.open_dataset` (a class folder, a CSV, ``ucf101:SPLITS``/``hmdb51:SPLITS`` with ``root``
@@ -81,29 +86,73 @@ class FinetuneConfig(RunOptions):
     milestones: list[int] | None = None
     gamma: float | None = None
     test_clips: int | None = None
+    optimizer: str | None = None
+    momentum: float | None = None
+    pool: str | None = None
+    dropout: float | None = None
+    classifier_init: str | None = None
     video: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FinetuneConfig:
         cfg = copy.copy(self)
-        presets = get_manifest().data["protocols"]["finetune"]
-        if cfg.protocol is None:
-            cfg.protocol = _official_split(cfg.train) or "custom"
-        if cfg.protocol not in presets or cfg.protocol == "about":
-            names = ", ".join(k for k in presets if k != "about")
-            raise ValueError(f"unknown protocol {cfg.protocol!r}; one of {names}")
-        p = presets[cfg.protocol]
-        per_length = p["frames"].get(str(cfg.frames), p["frames"]["8"])
-        for name in ("epochs", "warmup_epochs", "lr", "weight_decay", "milestones", "gamma", "test_clips"):
+        settings, cfg.protocol = protocol_settings(cfg.protocol, _weights_protocol(cfg.model), cfg.train, cfg.frames)
+        for name in ("epochs", "warmup_epochs", "lr", "weight_decay", "milestones", "gamma", "test_clips",
+                     "batch_size", "clips_per_video", "optimizer", "momentum", "pool", "dropout", "classifier_init"):
             if getattr(cfg, name) is None:
-                setattr(cfg, name, p[name])
-        for name in ("batch_size", "clips_per_video"):
-            if getattr(cfg, name) is None:
-                setattr(cfg, name, per_length[name])
-        augment = {"crop_scale": p["crop_scale"], "color_jitter": p["color_jitter"], **cfg.video.get("train", {})}
-        cfg.video = {**cfg.video, "train": augment}
+                setattr(cfg, name, settings.get(name))
+        augment = {k: settings[k] for k in ("crop_scale", "color_jitter", "grayscale", "cutout") if settings.get(k)}
+        cfg.video = {**cfg.video, "train": {**augment, **cfg.video.get("train", {})}}
         if not cfg.train:
             raise ValueError("no training data: set `train` (a class folder, a CSV or ucf101:/hmdb51: splits)")
         return cfg
+
+
+def _weights_protocol(model: Any) -> str:
+    """The finetuning protocol behind a registry weight's published numbers (``avid`` for anything else)."""
+    try:
+        return resolve_weights(str(model))[0].protocol
+    except Exception:  # a local folder, a path or a model without released weights
+        return "avid"
+
+
+def protocol_settings(protocol: str | None, weights_protocol: str, train: Any, frames: int) -> tuple[dict, str]:
+    """The finetuning settings of ``protocol`` for clips of ``frames`` frames, and the protocol's full name.
+
+    ``protocol``: a dataset (``ucf101``, ``hmdb51``, ``custom``) under the weights' own family, a family
+    (``avid``, ``crisscross``) for the training data's dataset, ``family:dataset``, or ``None`` for the weights' family
+    and the training data's dataset (``custom`` unless an official split). Families without a reproduced protocol
+    (GDT's, VMZ's) fall back to ``avid``, with a warning."""
+    families = get_manifest().data["protocols"]["finetune"]
+    own, _, variant = weights_protocol.partition("/")
+    family, _, dataset = (protocol or "").rpartition(":") if ":" in (protocol or "") else ("", "", protocol or "")
+    if dataset in families and dataset != "about":
+        family, dataset = dataset, ""
+    if not family:
+        family = own
+        if family not in families:
+            log.warning("the published numbers of these weights come from their authors' own finetuning (%s), "
+                        "which avidzoo does not reproduce; finetuning with AVID's protocol", family)
+            family = "avid"
+    if family not in families or family == "about":
+        names = ", ".join(k for k in families if k != "about")
+        raise ValueError(f"unknown protocol family {family!r}; one of {names}")
+    fam = families[family]
+    dataset = dataset or _official_split(train) or "custom"
+    datasets = [k for k, v in fam.items() if k in ("ucf101", "hmdb51", "custom")]
+    if dataset not in datasets:
+        raise ValueError(f"unknown protocol {dataset!r} in family {family!r}; one of {', '.join(datasets)}")
+    entry = fam[dataset]
+    entry = fam[entry] if isinstance(entry, str) else entry  # "custom": "ucf101"
+    if family != own:
+        variant = ""
+    variant = variant or fam.get("default_variant", "")
+    levels = [fam, entry] + ([entry[variant]] if variant in entry else [])
+    settings: dict[str, Any] = {}
+    for level in levels:
+        settings.update({k: v for k, v in level.items() if not isinstance(v, dict) and k not in ("about", "frames")})
+        by_length = level.get("frames", {})
+        settings.update(by_length.get(str(frames), by_length.get("8", {})))
+    return settings, f"{family}:{dataset}" + (f"/{variant}" if variant in entry else "")
 
 
 def _official_split(spec: Any) -> str | None:
@@ -121,8 +170,10 @@ def _build_model(cfg: FinetuneConfig, classes: list[str]):
         model = from_pretrained(cfg.model, modalities=("video",))
     else:
         model = create_model(cfg.model, modalities=("video",), video_depth=cfg.video_depth)
+    if cfg.pool:  # e.g. CrissCross finetunes with max pooling where its pretraining averaged
+        model.set_pool("video", cfg.pool)
     if model.classifier is None or model.label_names != classes:  # a new head unless continuing on the same labels
-        model.reset_classifier(len(classes), classes)
+        model.reset_classifier(len(classes), classes, dropout=cfg.dropout, init=cfg.classifier_init)
     preprocessing = model.config["preprocessing"]
     pre = preprocessing["video"]
     train_aug = {**pre.get("train", {}), **cfg.video.get("train", {})}
@@ -176,7 +227,10 @@ def finetune(config: FinetuneConfig) -> Path:
 
     def make_phase(epoch: int):
         phase, params = _phase_params(model, epoch, cfg)
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.0, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         milestones = cfg.milestones if phase == "full" else []
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
         net = model
