@@ -310,7 +310,7 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     report = linear_probe(args.model, train, test, modality=args.modality, layer=args.layer, clips=args.clips,
                           folds=folds, cache=args.cache, epochs=args.epochs, device=args.device,
-                          num_workers=args.workers)
+                          num_workers=args.workers, protocol=args.protocol)
     for f in report.folds:
         print(f"fold {f['fold']}: top-1 {f['top1']:.4f} ({f['train_files']} train / {f['test_files']} test files)")
     print(f"{report.modality} {report.layer}: top-1 {report.top1:.4f} +- {report.std:.4f} over {len(report.folds)} "
@@ -511,6 +511,8 @@ def _parser_linear_probe(sub) -> None:
     s.add_argument("--layer", help="pool, proj, conv2x .. conv5x (default: video pool, audio conv5x)")
     s.add_argument("--clips", type=int, help="clips (crops) per file at train and test time (default 10)")
     s.add_argument("--folds", help="comma-separated folds to test (default: all)")
+    s.add_argument("--protocol", choices=["avid", "crisscross"],
+                   help="protocol family (default: the weights' own; crisscross tests on each file's first clip)")
     s.add_argument("--cache", metavar="DIR", help="keep the extracted features here and reuse them")
     s.add_argument("--epochs", type=int)
     s.add_argument("--workers", type=int)

@@ -19,12 +19,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .config import resolve_weights
 from .datasets import DatasetError, LabelledMedia, open_dataset
 from .extract import FeatureExtractor, load_features
 from .manifest import get_manifest
 from .models.avid import AVIDModel
 
 __all__ = ["ProbeReport", "linear_probe", "fit_linear", "predict_linear"]
+
+
+def _weights_family(model: Any) -> str:
+    """The protocol family of a model's released weights (``avid`` where it has none in the registry)."""
+    name = model.config.get("weights") if isinstance(model, AVIDModel) else str(model)
+    try:
+        return resolve_weights(str(name))[0].protocol.partition("/")[0]
+    except Exception:  # a local folder or a path: no registry protocol
+        return "avid"
 
 
 @dataclass
@@ -121,22 +131,29 @@ def linear_probe(
     device: str | torch.device | None = None,
     num_workers: int | None = None,
     seed: int = 0,
+    protocol: str | None = None,
 ) -> ProbeReport:
     """Train and test a linear classifier on frozen features of ``modality``.
 
     ``data`` is the training set (a :class:`LabelledMedia`, a class folder, a CSV or ``esc50:ROOT``); ``test`` the test
     set, or leave it out for cross-validation over ``data``'s folds (all, or the ``folds`` listed). Unset settings come
-    from the manifest (``protocols.linear_probe.<modality>``). Unreadable files are skipped and listed.
+    from the manifest (``protocols.linear_probe.<modality>``), amended by the weights' protocol family
+    (``protocol``, default the weights' own: ``crisscross`` tests on each file's first clip only, as CrissCross's
+    ESC-50 evaluation trimmed every test file to one 2-s clip). Unreadable files are skipped and listed.
     """
 
     if modality not in ("video", "audio"):
         raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
-    preset = get_manifest().data["protocols"]["linear_probe"][modality]
+    presets = get_manifest().data["protocols"]["linear_probe"]
+    family = protocol or _weights_family(model)
+    preset = {**presets[modality], **presets.get(family, {}).get(modality, {})}
     layer = layer or preset["layer"]
     settings = {"layer": layer, "clips": clips or preset["clips"], "epochs": epochs or preset["epochs"],
                 "lr": lr or preset["lr"], "batch_size": batch_size or preset["batch_size"],
                 "weight_decay": preset["weight_decay"] if weight_decay is None else weight_decay,
-                "std_offset": preset["std_offset"] if std_offset is None else std_offset, "seed": seed}
+                "std_offset": preset["std_offset"] if std_offset is None else std_offset, "seed": seed,
+                "protocol": family}
+    settings["test_clips"] = preset.get("test_clips", settings["clips"])
     if not isinstance(data, LabelledMedia):
         data = open_dataset(data)
     if test is not None and not isinstance(test, LabelledMedia):
@@ -156,10 +173,21 @@ def linear_probe(
         result = extractor.extract(paths)
     row = {p: i for i, p in enumerate(result.paths)}
     feats = result[modality]
+    test_feats, test_row = feats, row
+    if settings["test_clips"] != settings["clips"]:  # test clips of their own (CrissCross: each file's first clip)
+        tester = FeatureExtractor(extractor.model, modalities=(modality,), clips_per_video=settings["test_clips"],
+                                  clip_agg="none", layer=layer, device=device, num_workers=num_workers)
+        wanted = sorted({paths[i] for _, _, te in splits for i in te})
+        if cache is not None:
+            tester.extract(wanted, out=os.path.join(cache, "test"))
+            tested = load_features(os.path.join(cache, "test"))
+        else:
+            tested = tester.extract(wanted)
+        test_feats, test_row = tested[modality], {p: i for i, p in enumerate(tested.paths)}
     folds_out = []
     for name, train_idx, test_idx in splits:
         tr = [i for i in train_idx if paths[i] in row]
-        te = [i for i in test_idx if paths[i] in row]
+        te = [i for i in test_idx if paths[i] in test_row]
         if not tr or not te:
             raise DatasetError(f"{data.source}: split {name} has no readable {'training' if not tr else 'test'} files")
         x = feats[[row[paths[i]] for i in tr]]
@@ -167,7 +195,7 @@ def linear_probe(
                          epochs=settings["epochs"], lr=settings["lr"], weight_decay=settings["weight_decay"],
                          batch_size=settings["batch_size"], std_offset=settings["std_offset"], seed=seed,
                          device=extractor.device)
-        probs = predict_linear(clf, feats[[row[paths[i]] for i in te]])
+        probs = predict_linear(clf, test_feats[[test_row[paths[i]] for i in te]])
         top1 = float((probs.argmax(-1) == labels[te]).float().mean())
         folds_out.append({"fold": name, "top1": top1, "train_files": len(tr), "test_files": len(te)})
     scores = [f["top1"] for f in folds_out]

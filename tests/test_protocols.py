@@ -4,6 +4,7 @@ model, the head, the augmentation and the optimizer."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -130,3 +131,30 @@ def test_crisscross_protocol_run(tmp_path):
     assert phases == [1.0]  # no classifier-only warm-up
     state = torch.load(run / "checkpoints" / "epoch-000" / "training_state.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["momentum"] == 0.9
+
+
+def test_crisscross_probe_tests_each_files_first_clip(tmp_path):
+    """protocol="crisscross" (the default for CrissCross's weights): ESC-50 test features from one clip at each file's
+    start, as its evaluation trimmed every test file to one clip; training clips stay spread over the file."""
+    from media import make_esc50_like
+
+    root = make_esc50_like(tmp_path / "esc", classes=2, per_class=3, folds=3)
+    model = avidzoo.create_model("cross_avid_r2plus1d", modalities=("audio",))
+    report = avidzoo.linear_probe(model, f"esc50:{root}", modality="audio", protocol="crisscross", clips=2,
+                                  epochs=2, cache=tmp_path / "cache", num_workers=0)
+    assert report.settings["protocol"] == "crisscross" and report.settings["test_clips"] == 1
+    assert len(report.folds) == 3 and sum(f["test_files"] for f in report.folds) == 6
+    train_rows = [json.loads(r) for r in (tmp_path / "cache" / "index.jsonl").read_text().splitlines()]
+    test_rows = [json.loads(r) for r in (tmp_path / "cache" / "test" / "index.jsonl").read_text().splitlines()]
+    assert {len(r["clip_starts"]) for r in train_rows} == {2} and len(test_rows) == 6
+    assert all(r["clip_starts"] == [0.0] for r in test_rows)
+    plain = avidzoo.linear_probe(model, f"esc50:{root}", modality="audio", clips=2, epochs=2, num_workers=0)
+    assert plain.settings["protocol"] == "avid" and plain.settings["test_clips"] == 2
+    # the command line's --protocol
+    from avidzoo.cli import main
+
+    model.save_pretrained(tmp_path / "m")
+    assert main(["linear-probe", "--model", str(tmp_path / "m"), "--train", f"esc50:{root}", "--modality", "audio",
+                 "--clips", "2", "--epochs", "2", "--workers", "0", "--protocol", "crisscross",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["test_clips"] == 1
