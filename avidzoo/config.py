@@ -109,6 +109,18 @@ def resolve_weights(name: str) -> tuple[WeightSpec, Callable[[], dict[str, Any]]
     return weight_spec, lambda: model_config(model_spec, weight_spec)
 
 
+def weights_protocol(model: Any) -> str:
+    """The protocol behind the published numbers of a model's registry weights (``protocol`` in the manifest:
+    ``avid``, ``crisscross/<variant>``, ...), from a registry name or a model whose config names its weights;
+    ``avid`` for anything else (a local folder, a path, a model without released weights)."""
+    config = getattr(model, "config", None)
+    name = config.get("weights") if isinstance(config, Mapping) else model
+    try:
+        return resolve_weights(str(name))[0].protocol
+    except Exception:  # not a registry name: no published numbers to follow
+        return "avid"
+
+
 def no_weights_error(model: ModelSpec) -> NoPretrainedWeightsError:
     """The error for a model that never had weights released, listing the ones that were and what to do instead."""
     title = model.method_info.get("title", model.method)

@@ -19,22 +19,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import resolve_weights
+from .config import weights_protocol
 from .datasets import DatasetError, LabelledMedia, open_dataset
 from .extract import FeatureExtractor, load_features
 from .manifest import get_manifest
 from .models.avid import AVIDModel
 
 __all__ = ["ProbeReport", "linear_probe", "fit_linear", "predict_linear"]
-
-
-def _weights_family(model: Any) -> str:
-    """The protocol family of a model's released weights (``avid`` where it has none in the registry)."""
-    name = model.config.get("weights") if isinstance(model, AVIDModel) else str(model)
-    try:
-        return resolve_weights(str(name))[0].protocol.partition("/")[0]
-    except Exception:  # a local folder or a path: no registry protocol
-        return "avid"
 
 
 @dataclass
@@ -145,7 +136,7 @@ def linear_probe(
     if modality not in ("video", "audio"):
         raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
     presets = get_manifest().data["protocols"]["linear_probe"]
-    family = protocol or _weights_family(model)
+    family = protocol or weights_protocol(model).partition("/")[0]
     preset = {**presets[modality], **presets.get(family, {}).get(modality, {})}
     layer = layer or preset["layer"]
     settings = {"layer": layer, "clips": clips or preset["clips"], "epochs": epochs or preset["epochs"],

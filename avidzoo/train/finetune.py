@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._files import write_text_atomic
-from ..config import resolve_weights
+from ..config import weights_protocol
 from ..datasets import DatasetError, LabelledClips, LabelledMedia, open_dataset
 from ..evaluate import predict_clips, report_from_logits
 from ..factory import create_model, create_transforms, from_pretrained
@@ -95,7 +95,7 @@ class FinetuneConfig(RunOptions):
 
     def resolved(self) -> FinetuneConfig:
         cfg = copy.copy(self)
-        settings, cfg.protocol = protocol_settings(cfg.protocol, _weights_protocol(cfg.model), cfg.train, cfg.frames)
+        settings, cfg.protocol = protocol_settings(cfg.protocol, weights_protocol(cfg.model), cfg.train, cfg.frames)
         for name in ("epochs", "warmup_epochs", "lr", "weight_decay", "milestones", "gamma", "test_clips",
                      "batch_size", "clips_per_video", "optimizer", "momentum", "pool", "dropout", "classifier_init"):
             if getattr(cfg, name) is None:
@@ -105,14 +105,6 @@ class FinetuneConfig(RunOptions):
         if not cfg.train:
             raise ValueError("no training data: set `train` (a class folder, a CSV or ucf101:/hmdb51: splits)")
         return cfg
-
-
-def _weights_protocol(model: Any) -> str:
-    """The finetuning protocol behind a registry weight's published numbers (``avid`` for anything else)."""
-    try:
-        return resolve_weights(str(model))[0].protocol
-    except Exception:  # a local folder, a path or a model without released weights
-        return "avid"
 
 
 def protocol_settings(protocol: str | None, weights_protocol: str, train: Any, frames: int) -> tuple[dict, str]:
