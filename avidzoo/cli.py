@@ -474,9 +474,10 @@ def _parser_finetune(sub) -> None:
     _dataset_options(s)
     s.add_argument("--out", help="run folder (default runs/finetune)")
     s.add_argument("--protocol", help="training preset: ucf101, hmdb51 or custom under the weights' own protocol "
-                   "family; a family (avid, crisscross); or family:dataset (default: the weights' family, the dataset "
-                   "from --train)")
-    s.add_argument("--frames", type=int, help="frames per clip at 16 fps: 8 (0.5 s) or 32 (2 s)")
+                   "family; a family (avid, crisscross, gdt); or family:dataset (default: the weights' family, the "
+                   "dataset from --train)")
+    s.add_argument("--frames", type=int, help="frames per clip at the weights' rate: 8 or 32 (default: the "
+                   "protocol's own, 32 for GDT, else 8; AVID's 16 fps: 0.5 s or 2 s)")
     s.add_argument("--epochs", type=int, help="epochs after the warm-up")
     s.add_argument("--warmup-epochs", type=int, help="classifier-only epochs first")
     s.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")

@@ -289,7 +289,9 @@ class LabelledClips(torch.utils.data.Dataset):
 
     Evaluation: item ``i`` is file ``i``: ``(clips (1 + test_clips, 3, T, S, S), label, i)`` where clip 0 starts at a
     random (seeded) time, for Clip@1, and the others are ``test_clips`` evenly spaced clips (``linspace(0,
-    duration - clip, n)``, the original dense test), for Video@1. Clips stay inside a file's ``(start, end)`` segment.
+    duration - clip, n)``, the original dense test), for Video@1; with ``test_crops: 3`` in the preprocessing (GDT's
+    protocol), each test clip gives its 3 spatial crops (``1 + 3 * test_clips`` views; clip 0 its centre crop).
+    Clips stay inside a file's ``(start, end)`` segment.
     Weights whose preset names another ``frame_rule`` (GDT's, VMZ's for XDC: :mod:`avidzoo.io.frame_rules`) take
     their test clips by that rule on whole files.
     """
@@ -337,4 +339,7 @@ class LabelledClips(torch.utils.data.Dataset):
         label = self.data.labels[i]
         if self.train:
             return self.transform(frames[0]), label
+        if getattr(self.transform, "test_crops", 1) > 1:  # GDT's 3 spatial crops of each test clip
+            views = self.transform.views(torch.stack(frames))  # (1 + n, V, 3, T, S, S)
+            return torch.cat([views[:1, views.shape[1] // 2], views[1:].flatten(0, 1)]), label, i
         return self.transform(torch.stack(frames)), label, i

@@ -100,10 +100,13 @@ def save_confusion_png(matrix: torch.Tensor, classes: list[str], path: str | os.
 def predict_clips(model: AVIDModel, data: LabelledMedia, *, clips: int = 10, batch_size: int = 8,
                   num_workers: int = 0, device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of every file's clips: ``(V, 1 + clips, K)`` (clip 0 the random one) and the labels ``(V,)``."""
+    """Logits of every file's clips: ``(V, 1 + clips * crops, K)`` (clip 0 the random one; ``crops`` the
+    preprocessing's ``test_crops``, GDT's 3 spatial crops per clip) and the labels ``(V,)``."""
     device = torch.device(device)
-    dataset = LabelledClips(data, create_transforms(model).video, train=False, test_clips=clips, seed=seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size // (clips + 1)),
+    transform = create_transforms(model).video
+    dataset = LabelledClips(data, transform, train=False, test_clips=clips, seed=seed)
+    views = 1 + clips * transform.test_crops
+    loader = torch.utils.data.DataLoader(dataset, batch_size=max(1, batch_size // views),
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()

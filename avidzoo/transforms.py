@@ -49,7 +49,14 @@ class VideoTransform:
     RandomResizedCrop(S, ``crop_scale``, ``crop_ratio``), horizontal flip and colour jitter (brightness, contrast,
     saturation, hue) in random order, every parameter drawn once per clip so that all its frames change alike
     (torchvision.transforms.v2 on a video tensor), then the same scaling; ``train.grayscale`` (a probability) and
-    ``train.cutout`` (a side in pixels, applied after normalisation) add CrissCross's grayscale and cutout.
+    ``train.cutout`` (a side in pixels, applied after normalisation) add CrissCross's grayscale and cutout;
+    ``train.jitter_p`` applies the colour jitter with that probability. ``train.style: "gdt"`` is GDT's finetuning
+    view instead: normalise first, RandomResizedCrop by bilinear interpolation without antialiasing and a flip on
+    the normalised frames, then (with ``jitter_p``) brightness, contrast and saturation jitter there, in random
+    order, as pyslowfast's ``color_jitter`` that GDT used (its grayscale weights are for BGR frames, and GDT's
+    were RGB: kept so).
+
+    :meth:`views` gives ``test_crops`` spatial crops per clip (3: GDT's left, centre and right at its offsets).
     """
 
     def __init__(self, config: Mapping[str, Any], *, train: bool = False) -> None:
@@ -66,18 +73,27 @@ class VideoTransform:
         self.crop_rounding = config.get("crop_rounding", "round")
         if self.crop_rounding not in ("round", "ceil", "floor"):
             raise ValueError(f"crop_rounding must be 'round', 'ceil' or 'floor', got {self.crop_rounding!r}")
+        self.test_crops = int(config.get("test_crops") or 1)
         self._augment = None
-        self.cutout, self.grayscale = 0, 0.0
+        self.cutout, self.grayscale, self.style, self.jitter = 0, 0.0, "avid", (0.0, 0.0, 0.0)
         if train:
             from torchvision.transforms import v2
 
             aug = config["train"]
+            self.style = aug.get("style", "avid")
+            if self.style not in ("avid", "gdt"):
+                raise ValueError(f"train.style must be 'avid' or 'gdt', got {self.style!r}")
+            jitter_p = float(aug.get("jitter_p", 1.0))
             steps = [
                 v2.RandomResizedCrop(self.crop_size, scale=tuple(aug["crop_scale"]), ratio=tuple(aug["crop_ratio"]),
-                                     antialias=True),
+                                     antialias=self.style != "gdt"),
                 v2.RandomHorizontalFlip(float(aug["hflip"])),
-                v2.ColorJitter(*aug["color_jitter"]),
             ]
+            if self.style == "gdt":  # the jitter runs after, on normalised frames (_gdt_jitter)
+                self.jitter, self.jitter_p = tuple(float(v) for v in aug["color_jitter"][:3]), jitter_p
+            else:
+                jitter = v2.ColorJitter(*aug["color_jitter"])
+                steps.append(jitter if jitter_p >= 1.0 else v2.RandomApply([jitter], p=jitter_p))
             self._augment = v2.Compose(steps)
             self.grayscale = float(aug.get("grayscale") or 0.0)
             self.cutout = int(aug.get("cutout") or 0)
@@ -98,11 +114,49 @@ class VideoTransform:
         if not batched:
             x = x.unsqueeze(0)
         x = rearrange(x, "b t h w c -> b t c h w")
+        if self.train and self.style == "gdt":
+            x = self._gdt_views(x)
+            return x if batched else x[0]
         x = self._random_views(x) if self.train else self._center_views(x)
         x = self._normalize(x)
         if self.train and self.cutout:
             x = torch.stack([self._cutout(clip) for clip in x])
         return x if batched else x[0]
+
+    def views(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Evaluation views of clips ``(B, T, H, W, 3)``: ``(B, V, 3, T, S, S)``, V = ``test_crops``. One view is
+        the centre crop of :meth:`__call__`; three are GDT's ``uniform_crop``: along the long side, at 0, at the
+        centre offset and at the far end (the short side fills the crop when ``resize == crop_size``)."""
+        x = torch.as_tensor(frames)
+        if self.test_crops == 1:
+            return self(x).unsqueeze(1)
+        if self.test_crops != 3:
+            raise ValueError(f"test_crops must be 1 or 3, got {self.test_crops}")
+        b, t = x.shape[:2]
+        x = rearrange(x, "b t h w c -> (b t) c h w").float()
+        size = self._resized_size(*x.shape[-2:])
+        if size != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=self.antialias).clamp_(0, 255)
+        (h, w), s = size, self.crop_size
+        top, left = self._crop_origin(h, w)
+        origins = [(0, left), (top, left), (h - s, left)] if h > w else [(top, 0), (top, left), (top, w - s)]
+        crops = [rearrange(x[:, :, y:y + s, x0:x0 + s], "(b t) c h w -> b t c h w", b=b) for y, x0 in origins]
+        return torch.stack([self._normalize(c) for c in crops], dim=1)
+
+    def _gdt_views(self, x: torch.Tensor) -> torch.Tensor:
+        """GDT's training view of ``(B, T, 3, H, W)`` in [0, 255] -> ``(B, 3, T, S, S)``: normalise, crop and flip
+        (parameters drawn once per clip), then the colour jitter on the normalised values with ``jitter_p``."""
+        from torchvision import tv_tensors
+
+        x = rearrange(self._normalize(x.float()), "b c t h w -> b t c h w")
+        out = []
+        for clip in x:
+            clip = self._augment(tv_tensors.Video(clip)).as_subclass(torch.Tensor)
+            if any(self.jitter) and float(torch.rand(())) < self.jitter_p:
+                clip = _gdt_jitter(clip, self.jitter)
+            out.append(rearrange(clip, "t c h w -> c t h w"))
+        return torch.stack(out).contiguous()
 
     def _cutout(self, clip: torch.Tensor) -> torch.Tensor:
         """CrissCross's ``Cutout`` on a normalised clip ``(3, T, S, S)``: one square of side ``2 * (l // 2)``, ``l``
@@ -187,6 +241,33 @@ class VideoTransform:
             clips = [rgb_to_grayscale(c, num_output_channels=3) if float(torch.rand(())) < self.grayscale else c
                      for c in clips]
         return torch.stack([c.float() for c in clips])
+
+
+def _bgr_gray(clip: torch.Tensor) -> torch.Tensor:
+    """pyslowfast's grayscale of ``(T, 3, H, W)``, which reads the channels as BGR: 0.299 of channel 2, 0.587 of 1,
+    0.114 of 0 (GDT fed it RGB frames, so red and blue weights are swapped; kept, as GDT trained with it)."""
+    gray = 0.299 * clip[:, 2] + 0.587 * clip[:, 1] + 0.114 * clip[:, 0]
+    return gray.unsqueeze(1).expand_as(clip)
+
+
+def _gdt_jitter(clip: torch.Tensor, strengths: tuple[float, float, float]) -> torch.Tensor:
+    """pyslowfast's ``color_jitter`` as GDT's finetuning ran it on a normalised clip ``(T, 3, H, W)``: brightness,
+    contrast and saturation (those with a non-zero strength) in random order, each blending with a factor
+    ``1 + U(-v, v)``: with zeros (brightness), the per-frame mean of the grayscale (contrast), the grayscale
+    (saturation). No clamping: the values are normalised."""
+    names = [n for n, v in zip(("brightness", "contrast", "saturation"), strengths) if v]
+    for i in torch.randperm(len(names)).tolist():
+        name = names[i]
+        v = strengths[("brightness", "contrast", "saturation").index(name)]
+        alpha = 1.0 + (float(torch.rand(())) * 2.0 - 1.0) * v
+        if name == "brightness":
+            other = torch.zeros_like(clip)
+        elif name == "contrast":
+            other = _bgr_gray(clip).mean(dim=(1, 2, 3), keepdim=True).expand_as(clip)
+        else:
+            other = _bgr_gray(clip)
+        clip = alpha * clip + (1.0 - alpha) * other
+    return clip
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,7 +12,7 @@ import torch
 
 import avidzoo
 from avidzoo.train import FinetuneConfig, finetune, read_metrics
-from avidzoo.train.finetune import protocol_settings
+from avidzoo.train.finetune import lr_factors, protocol_settings
 from avidzoo.transforms import VideoTransform
 
 from media import make_action_videos
@@ -52,10 +52,13 @@ def test_protocol_names(caplog):
         "crisscross:ucf101", "avid", "x", 32)[0]
     assert protocol_settings("avid:hmdb51", "crisscross/audioset2m", "x", 8)[1] == "avid:hmdb51"
     assert protocol_settings("hmdb51", "crisscross/audioset2m", "x", 8)[1] == "crisscross:hmdb51/audioset2m"
-    # GDT's own finetuning is not reproduced: AVID's, said once
+    # XDC's finetuning (VMZ's scripts, settings unpublished) is not reproduced: AVID's, said once
     with caplog.at_level(logging.WARNING, logger="avidzoo"):
-        assert protocol_settings(None, "gdt", "x", 8)[1] == "avid:custom"
+        assert protocol_settings(None, "vmz", "x", 8)[1] == "avid:custom"
     assert "does not reproduce" in caplog.text
+    # a clip length unset is the family's own: GDT's numbers are on 32 frames, AVID's default is 8
+    assert protocol_settings(None, "gdt", "x", None)[0]["frames"] == 32
+    assert protocol_settings(None, "avid", "x", None)[0]["frames"] == 8
     with pytest.raises(ValueError, match="unknown protocol"):
         protocol_settings("kinetics", "avid", "x", 8)
 
@@ -158,3 +161,102 @@ def test_crisscross_probe_tests_each_files_first_clip(tmp_path):
                  "--clips", "2", "--epochs", "2", "--workers", "0", "--protocol", "crisscross",
                  "--out", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["test_clips"] == 1
+
+
+@pytest.mark.parametrize("dataset", ["ucf101:x", "hmdb51:x", "my/folder"])
+def test_gdt_settings_are_its_finetuning_script(dataset):
+    """scripts/run_finetune.sh and eval_video.py's defaults: the same for both datasets."""
+    settings, name = protocol_settings(None, "gdt", dataset, None)
+    assert name == f"gdt:{dataset.split(':')[0] if ':' in dataset else 'custom'}"
+    expected = {"optimizer": "sgd", "momentum": 0.9, "lr": 2.5e-4, "head_lr": 2.5e-3, "weight_decay": 0.005,
+                "epochs": 12, "warmup_epochs": 0, "milestones": [6, 10], "gamma": 0.05, "lr_warmup_epochs": 2,
+                "lr_warmup_multiplier": 8, "batch_size": 32, "clips_per_video": 10, "frames": 32, "dropout": 0.0,
+                "classifier_init": "orthogonal", "crop_size": 128, "resize": 128, "test_crops": 3, "test_clips": 10,
+                "crop_scale": [0.14, 1.0], "color_jitter": [0.4, 0.4, 0.4, 0.0], "jitter_p": 0.8}
+    for key, value in expected.items():
+        assert settings[key] == value, key
+
+
+def test_gdt_learning_rate_schedule():
+    """GradualWarmupScheduler(multiplier 8, 2 epochs) around MultiStepLR(milestones 6,10 less the warm-up, gamma 0.05),
+    stepped after each epoch, under PyTorch 1.3's closed-form MultiStepLR: the wrapped scheduler's epochs count from
+    0 one epoch after the warm-up, so the drops come at epochs 7 and 11."""
+    factors = lr_factors(12, [6, 10], 0.05, 2, 8)
+    assert factors == pytest.approx([1, 4.5, 8, 8, 8, 8, 8, 0.4, 0.4, 0.4, 0.4, 0.02])
+
+
+def test_gdt_training_views():
+    """GDT's crop and flip run on normalised frames without antialiasing, and its saturation jitter blends with a
+    grayscale whose weights are for BGR frames (red 0.114, blue 0.299), as GDT ran pyslowfast's jitter on RGB."""
+    cfg = avidzoo.create_transforms("gdt_r2plus1d").video.config
+    train = {**cfg["train"], "style": "gdt", "crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "hflip": 0.0}
+    clip = torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8)
+    plain = VideoTransform({**cfg, "crop_size": 24, "train": {**train, "color_jitter": [0, 0, 0, 0]}}, train=True)
+    mean = torch.tensor(cfg["mean"]).view(3, 1, 1, 1) * 255
+    std = torch.tensor(cfg["std"]).view(3, 1, 1, 1) * 255
+    normalised = ((clip.permute(3, 0, 1, 2).float() - mean) / std).permute(1, 0, 2, 3)  # (T, 3, H, W)
+    want = torch.nn.functional.interpolate(normalised, size=(24, 24), mode="bilinear", align_corners=False,
+                                           antialias=False).permute(1, 0, 2, 3)
+    torch.testing.assert_close(plain(clip), want, rtol=1e-5, atol=1e-5)
+    sat = VideoTransform({**cfg, "crop_size": 24, "train": {**train, "color_jitter": [0, 0, 0.4, 0],
+                                                            "jitter_p": 1.0}}, train=True)
+    bgr = 0.114 * want[0] + 0.587 * want[1] + 0.299 * want[2]
+    rgb = 0.299 * want[0] + 0.587 * want[1] + 0.114 * want[2]
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = sat(clip)
+        ratio = (out - bgr) / (want - bgr)  # 1 + U(-0.4, 0.4), the same for every pixel
+        alpha = ratio.median()
+        assert 0.6 <= alpha <= 1.4 and (ratio - alpha).abs().max() < 1e-3
+        assert ((out - rgb) / (want - rgb) - alpha).abs().max() > 1e-2  # the RGB weights would not fit
+    # jitter_p 0.8: some clips are left as they are
+    some = VideoTransform({**cfg, "crop_size": 24, "train": {**train, "jitter_p": 0.8}}, train=True)
+    torch.manual_seed(0)
+    untouched = sum(torch.allclose(some(clip), want, atol=1e-5) for _ in range(40))
+    assert 1 <= untouched <= 20
+
+
+def test_three_spatial_test_crops():
+    """GDT's test views: short side to 128 (here 36) without antialiasing, crops at the start, GDT's ceil centre and the
+    end of the long side; LabelledClips gives 1 + 3 x test_clips views."""
+    cfg = {**avidzoo.create_transforms("gdt_r2plus1d").video.config, "resize": 36, "crop_size": 36, "test_crops": 3}
+    t = VideoTransform(cfg)
+    clips = torch.randint(0, 256, (2, 4, 45, 81, 3), dtype=torch.uint8)  # 81x45 -> 64x36: x at 0, 14, 28
+    views = t.views(clips)
+    assert views.shape == (2, 3, 3, 4, 36, 36)
+    frames = clips.permute(0, 4, 1, 2, 3).flatten(1, 2).float()  # (2, 3 * 4, 45, 81)
+    full = torch.nn.functional.interpolate(frames, size=(36, 64), mode="bilinear", align_corners=False,
+                                           antialias=False).clamp(0, 255).view(2, 3, 4, 36, 64)
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1, 1) * 255
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1, 1) * 255
+    for v, x0 in enumerate((0, 14, 28)):
+        want = (full[..., x0:x0 + 36] - mean) / std
+        torch.testing.assert_close(views[:, v], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(views[:, 1], t(clips), rtol=1e-5, atol=1e-5)  # the centre one is the usual view
+
+
+def test_gdt_protocol_run(tmp_path):
+    """A short run under GDT's protocol: two parameter groups (classifier at 10x), GDT's warm-up as the epochs' learning
+    rates, an orthogonal head without dropout, and Video@1 over 3 spatial crops of each test clip."""
+    make_action_videos(tmp_path / "train", per_class=3, seed=0)
+    make_action_videos(tmp_path / "val", per_class=1, seed=1)
+    cfg = FinetuneConfig(model="gdt_r2plus1d", train=str(tmp_path / "train"), val=str(tmp_path / "val"),
+                         out=str(tmp_path / "run"), pretrained=False, video_depth=10, frames=4, epochs=3, batch_size=4,
+                         clips_per_video=1, test_clips=2, video={"crop_size": 32, "resize": 36}, num_workers=0,
+                         log_every=1)
+    resolved = cfg.resolved()
+    assert resolved.protocol == "gdt:custom" and resolved.head_lr == 2.5e-3 and resolved.lr_warmup_epochs == 2
+    assert resolved.video["test_crops"] == 3 and resolved.video["train"]["style"] == "gdt"
+    run = finetune(cfg)
+    lrs = {}
+    for m in read_metrics(run):
+        if m["kind"] == "train" and m["name"] == "lr":
+            lrs.setdefault(m["epoch"], set()).add(round(m["value"], 10))
+    assert lrs == {0: {2.5e-3}, 1: {round(2.5e-3 * 4.5, 10)}, 2: {2.5e-3 * 8}}
+    state = torch.load(run / "checkpoints" / "epoch-000" / "training_state.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [2.5e-3, 2.5e-4] and groups[0]["weight_decay"] == 0.005
+    model = avidzoo.from_pretrained(run / "best")
+    assert model.classifier[0].p == 0.0
+    report = json.loads((run / "eval" / "report.json").read_text())
+    assert report["clips_per_video"] == 6  # 2 test clips x 3 spatial crops, softmax averaged

@@ -4,7 +4,9 @@ AVID's protocol (manifest ``protocols.finetune.avid``): Dropout(0.5) + Linear on
 ``warmup_epochs`` that train only the classifier (BatchNorm statistics still update), then ``epochs`` over the whole
 network with Adam and a MultiStepLR whose milestones count from the end of the warm-up. Training clips get
 RandomResizedCrop + flip + colour jitter. CrissCross's weights default to CrissCross's protocol (SGD, max pooling,
-an orthogonal Linear head, grayscale and cutout added, no warm-up); ``protocol`` chooses either for any weights.
+an orthogonal Linear head, grayscale and cutout added, no warm-up), GDT's to GDT's (SGD with the classifier at ten
+times the encoder's learning rate, GDT's learning-rate warm-up, 32-frame clips cropped to 128 px, its colour jitter
+on normalised frames, 3 spatial crops at test); ``protocol`` chooses any of them for any weights.
 
 A run folder holds ``training_config.json``, ``metrics.csv`` (loss, accuracy, validation Clip@1 per epoch),
 ``checkpoints/epoch-NNN/`` (model + ``training_state.pt``, loadable with ``weights_only=True``), ``model/`` (latest),
@@ -14,6 +16,7 @@ data: ``report.json``, ``predictions.csv``, ``confusion.png``).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import json
@@ -49,7 +52,7 @@ from .runs import (
 
 log = logging.getLogger("avidzoo")
 
-__all__ = ["FinetuneConfig", "finetune", "load_finetune_config", "protocol_settings"]
+__all__ = ["FinetuneConfig", "finetune", "load_finetune_config", "protocol_settings", "lr_factors"]
 
 
 @dataclass
@@ -58,7 +61,12 @@ class FinetuneConfig(RunOptions):
     for the chosen clip length ``frames``: ``ucf101``, ``hmdb51`` or ``custom`` under the weights' own protocol family
     (AVID's, or CrissCross's for its weights, each with its optimizer, pooling, head and augmentation), a family
     name (``avid``, ``crisscross``), or ``family:dataset`` (:func:`protocol_settings`). The resolved name, e.g.
-    ``crisscross:ucf101/audioset2m``, is recorded in ``training_config.json``.
+    ``crisscross:ucf101/audioset2m``, is recorded in ``training_config.json``. ``frames`` unset takes the clip length
+    the protocol's numbers were made with (GDT: 32; AVID, CrissCross: 8).
+
+    ``head_lr``: the classifier's learning rate where it differs from the encoder's ``lr`` (GDT). ``lr_warmup_epochs``
+    with ``lr_warmup_multiplier``: GDT's warm-up, the learning rate rising linearly to ``multiplier`` times over those
+    epochs, then MultiStepLR at ``milestones`` less the warm-up counted from the epoch after it (:func:`lr_factors`).
 
     ``train``/``val`` are :class:`~avidzoo.datasets.LabelledMedia` or strings for
     :func:`~avidzoo.datasets.open_dataset` (a class folder, a CSV, ``ucf101:SPLITS``/``hmdb51:SPLITS`` with ``root``
@@ -74,7 +82,7 @@ class FinetuneConfig(RunOptions):
     fold: int = 1
     out: str = "runs/finetune"
     protocol: str | None = None
-    frames: int = 8
+    frames: int | None = None
     pretrained: bool = True
     video_depth: int | None = None
     epochs: int | None = None
@@ -82,6 +90,9 @@ class FinetuneConfig(RunOptions):
     batch_size: int | None = None
     clips_per_video: int | None = None
     lr: float | None = None
+    head_lr: float | None = None
+    lr_warmup_epochs: int | None = None
+    lr_warmup_multiplier: float | None = None
     weight_decay: float | None = None
     milestones: list[int] | None = None
     gamma: float | None = None
@@ -96,24 +107,32 @@ class FinetuneConfig(RunOptions):
     def resolved(self) -> FinetuneConfig:
         cfg = copy.copy(self)
         settings, cfg.protocol = protocol_settings(cfg.protocol, weights_protocol(cfg.model), cfg.train, cfg.frames)
-        for name in ("epochs", "warmup_epochs", "lr", "weight_decay", "milestones", "gamma", "test_clips",
-                     "batch_size", "clips_per_video", "optimizer", "momentum", "pool", "dropout", "classifier_init"):
+        cfg.frames = settings["frames"]
+        for name in ("epochs", "warmup_epochs", "lr", "head_lr", "lr_warmup_epochs", "lr_warmup_multiplier",
+                     "weight_decay", "milestones", "gamma", "test_clips", "batch_size", "clips_per_video", "optimizer",
+                     "momentum", "pool", "dropout", "classifier_init"):
             if getattr(cfg, name) is None:
                 setattr(cfg, name, settings.get(name))
-        augment = {k: settings[k] for k in ("crop_scale", "color_jitter", "grayscale", "cutout") if settings.get(k)}
-        cfg.video = {**cfg.video, "train": {**augment, **cfg.video.get("train", {})}}
+        augment = {k: settings[k] for k in ("crop_scale", "color_jitter", "grayscale", "cutout", "jitter_p")
+                   if settings.get(k)}
+        if settings.get("augment_style"):
+            augment["style"] = settings["augment_style"]
+        views = {k: settings[k] for k in ("crop_size", "resize", "test_crops") if settings.get(k)}  # GDT's 128 px
+        cfg.video = {**views, **cfg.video, "train": {**augment, **cfg.video.get("train", {})}}
         if not cfg.train:
             raise ValueError("no training data: set `train` (a class folder, a CSV or ucf101:/hmdb51: splits)")
         return cfg
 
 
-def protocol_settings(protocol: str | None, weights_protocol: str, train: Any, frames: int) -> tuple[dict, str]:
-    """The finetuning settings of ``protocol`` for clips of ``frames`` frames, and the protocol's full name.
+def protocol_settings(protocol: str | None, weights_protocol: str, train: Any,
+                      frames: int | None) -> tuple[dict, str]:
+    """The finetuning settings of ``protocol`` for clips of ``frames`` frames (``None``: the family's
+    ``default_frames``, else 8; ``settings["frames"]`` says which), and the protocol's full name.
 
     ``protocol``: a dataset (``ucf101``, ``hmdb51``, ``custom``) under the weights' own family, a family
     (``avid``, ``crisscross``) for the training data's dataset, ``family:dataset``, or ``None`` for the weights' family
-    and the training data's dataset (``custom`` unless an official split). Families without a reproduced protocol
-    (GDT's, VMZ's) fall back to ``avid``, with a warning."""
+    and the training data's dataset (``custom`` unless an official split). A family without a reproduced protocol
+    (VMZ's, for XDC) falls back to ``avid``, with a warning."""
     families = get_manifest().data["protocols"]["finetune"]
     own, _, variant = weights_protocol.partition("/")
     family, _, dataset = (protocol or "").rpartition(":") if ":" in (protocol or "") else ("", "", protocol or "")
@@ -138,12 +157,14 @@ def protocol_settings(protocol: str | None, weights_protocol: str, train: Any, f
     if family != own:
         variant = ""
     variant = variant or fam.get("default_variant", "")
+    frames = frames or int(fam.get("default_frames", 8))
     levels = [fam, entry] + ([entry[variant]] if variant in entry else [])
     settings: dict[str, Any] = {}
     for level in levels:
         settings.update({k: v for k, v in level.items() if not isinstance(v, dict) and k not in ("about", "frames")})
         by_length = level.get("frames", {})
         settings.update(by_length.get(str(frames), by_length.get("8", {})))
+    settings["frames"] = frames
     return settings, f"{family}:{dataset}" + (f"/{variant}" if variant in entry else "")
 
 
@@ -185,6 +206,34 @@ def _phase_params(model, epoch: int, cfg: FinetuneConfig) -> tuple[str, list[tor
     return ("warmup" if warm else "full"), [p for p in model.parameters() if p.requires_grad]
 
 
+def _param_groups(model, params: list[torch.nn.Parameter], cfg: FinetuneConfig) -> list[dict]:
+    """One group at ``lr``, or with ``head_lr`` the classifier's parameters first at ``head_lr`` and the rest at
+    ``lr`` (GDT's two groups; the logged ``lr`` is the first group's)."""
+    if not cfg.head_lr or cfg.head_lr == cfg.lr:
+        return [{"params": params}]
+    head = {id(p) for p in model.classifier.parameters()}
+    groups = [{"params": [p for p in params if id(p) in head], "lr": cfg.head_lr},
+              {"params": [p for p in params if id(p) not in head], "lr": cfg.lr}]
+    return [g for g in groups if g["params"]]
+
+
+def lr_factors(epochs: int, milestones: list[int], gamma: float, warmup_epochs: int, multiplier: float) -> list[float]:
+    """Per-epoch learning-rate factors of GDT's schedule: ``GradualWarmupScheduler(multiplier, warmup_epochs)``
+    wrapping ``MultiStepLR(milestones - warmup_epochs, gamma)``, stepped after each epoch as GDT's
+    ``eval_video.py`` stepped them under PyTorch 1.3 (closed-form MultiStepLR). Epoch ``e`` of the warm-up trains at
+    ``1 + (multiplier - 1) e / warmup_epochs``; from then on ``multiplier * gamma ** k``, where ``k`` counts the
+    milestones the wrapped scheduler has passed, its own epoch count starting at 0 one epoch after the warm-up ends.
+    GDT's settings give 1, 4.5, 8, 8, 8, 8, 8, 0.4, 0.4, 0.4, 0.4, 0.02 over 12 epochs."""
+    shifted = sorted(m - warmup_epochs for m in milestones)
+    factors = []
+    for e in range(epochs):
+        if e <= warmup_epochs:
+            factors.append(1.0 + (multiplier - 1.0) * e / warmup_epochs)
+        else:
+            factors.append(multiplier * gamma ** bisect.bisect_right(shifted, e - warmup_epochs - 1))
+    return factors
+
+
 def finetune(config: FinetuneConfig) -> Path:
     """Run (or with ``config.resume``, continue) finetuning; returns the run folder. Works under torchrun."""
     cfg = config.resolved()
@@ -219,12 +268,17 @@ def finetune(config: FinetuneConfig) -> Path:
 
     def make_phase(epoch: int):
         phase, params = _phase_params(model, epoch, cfg)
+        groups = _param_groups(model, params, cfg)
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.0, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum or 0.0, weight_decay=cfg.weight_decay)
         else:
-            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         milestones = cfg.milestones if phase == "full" else []
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
+        if cfg.lr_warmup_epochs and phase == "full":  # GDT's warm-up, then its milestones
+            factors = lr_factors(cfg.epochs, milestones, cfg.gamma, cfg.lr_warmup_epochs, cfg.lr_warmup_multiplier)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: factors[min(e, len(factors) - 1)])
+        else:
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
         net = model
         if world > 1:  # rebuilt per phase: DDP registers the parameters that require gradients when wrapped
             net = torch.nn.parallel.DistributedDataParallel(
