@@ -137,7 +137,8 @@ exit status: 0 every input done; 2 nothing done (bad arguments, an input that do
 def _extractor_kwargs(args: argparse.Namespace) -> dict:
     return dict(clips_per_video=args.clips_per_video, batch_size=args.batch_size, num_workers=args.workers,
                 device=args.device, dtype=args.dtype, compile=args.compile, progress=not args.quiet,
-                decoder_threads=args.decoder_threads, torch_threads=args.torch_threads, preprocess=args.preprocess)
+                decoder_threads=args.decoder_threads, torch_threads=args.torch_threads, preprocess=args.preprocess,
+                decoder=args.decoder)
 
 
 # Exit codes: 0 done; 2 nothing was done (bad arguments, a missing input, a URL, refused settings, any error said
@@ -221,6 +222,10 @@ def _add_run_options(s: argparse.ArgumentParser, required: bool = True) -> None:
     s.add_argument("--torch-threads", type=int, default=None, help="the model's torch threads")
     s.add_argument("--preprocess", choices=["auto", "worker", "device"], default="auto",
                    help="where crop, normalisation and spectrograms run (auto: device on CUDA, worker on CPU)")
+    s.add_argument("--decoder", choices=["auto", "software", "cuda"], default="auto",
+                   help="video decoding: software (FFmpeg on the cores), cuda (NVDEC on the model's GPU, frames kept "
+                   "there; an error at once where the machine lacks it), auto (cuda where it works, else software; "
+                   "the plan line says which)")
     s.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     s.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
                    help="autocast precision (default bf16 on CUDA, fp32 on CPU)")

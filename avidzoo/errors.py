@@ -19,6 +19,7 @@ __all__ = [
     "VariableFrameRateError",
     "RotationError",
     "NonFiniteError",
+    "HardwareDecoderError",
 ]
 
 
@@ -93,3 +94,8 @@ class RotationError(DecodeError):
 class NonFiniteError(AvidzooError, RuntimeError):
     """Training met non-finite losses or gradients too many steps in a row, or was about to write non-finite
     weights; the message names the step or the tensor, the precision and what to try."""
+
+
+class HardwareDecoderError(AvidzooError, RuntimeError):
+    """A hardware decoder was asked for (``decoder="cuda"``) on a machine that lacks it; the message says what is
+    missing (a CUDA device, FFmpeg's CUDA hwaccel, NVDEC in the driver)."""

@@ -387,11 +387,45 @@ def test_exact_savings_give_the_same_frames_as_decoding_everything(tmp_path, kin
         keys = f.keyframe_times()
         starts += [k + d for k in keys[1:3] for d in (-0.05, 0.0, 0.02, 0.09)]  # clips at and around keyframes
         original = f.read_video(starts, num_frames=8, fps=16)
+        stats = [f.decode_stats]
     with MediaFile(path, frame_times="timestamps") as f:
         on_screen = f.read_video(starts, num_frames=8, fps=16)
+        stats.append(f.decode_stats)
+    if kind != "index":  # B-frames inside the windows that no target takes were skipped, and the prediction held
+        assert all(s["skipped_in_window"] > 0 and s["redone"] == 0 for s in stats), stats
     for s, clip_o, clip_t in zip(starts, original, on_screen):
         targets = [s + k / 16 for k in range(8)]
         want_o = original_rule(times, targets, rate)
         want_t = [max([i for i, t in enumerate(times) if t <= x + 1e-6] or [0]) for x in targets]
         for got, want in ((clip_o, want_o), (clip_t, want_t)):
             assert all(np.array_equal(g.numpy(), arrays[i]) for g, i in zip(got, want)), (s, want)
+
+
+class _WrongPrediction(MediaFile):
+    """A decoder whose prediction of the frames the targets take is off by one frame (as a stream whose packets'
+    timestamps misled it would be)."""
+
+    def _predict(self, stream, targets, wanted, rate, keyframe):
+        predicted = super()._predict(stream, targets, wanted, rate, keyframe)
+        if predicted is None:
+            return None
+        step = round(1 / (self.info.fps * stream.time_base))
+        return {key: pts + step for key, pts in predicted.items()}
+
+
+@pytest.mark.parametrize("frame_times", ["original", "timestamps"])
+def test_a_wrong_in_window_prediction_is_caught_and_redone(tmp_path, frame_times):
+    """Frames skipped on a wrong prediction are never used: the group is decoded again without in-window skipping,
+    and the clips are still bit-identical to decoding everything."""
+    path = make_video(tmp_path / "v.mp4", fps=30, seconds=6, size=(160, 96), pattern="texture", gop=60, bframes=3,
+                      audio=False)
+    times, arrays, rate = all_frames(path)
+    with _WrongPrediction(path, frame_times=frame_times) as f:
+        starts = uniform_starts(f.info.duration, 0.5, 4)
+        clips = f.read_video(starts, num_frames=8, fps=16)
+        assert f.decode_stats["redone"] > 0
+    for s, clip in zip(starts, clips):
+        targets = [s + k / 16 for k in range(8)]
+        want = original_rule(times, targets, rate) if frame_times == "original" else \
+            [max([i for i, t in enumerate(times) if t <= x + 1e-6] or [0]) for x in targets]
+        assert all(np.array_equal(g.numpy(), arrays[i]) for g, i in zip(clip, want)), s

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import concurrent.futures
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from ..io import MediaFile, clip_span, coverage, snap_to_keyframes, uniform_star
 from ..io.frame_rules import FRAME_RULES, rule_clips
 from ..transforms import Transforms, clip_seconds
 
-__all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch"]
+__all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch", "threaded_items", "stage_item"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -35,17 +37,23 @@ class ClipDataset(torch.utils.data.Dataset):
     :func:`prepare_batch` instead, and ``"raw"`` says what each is: ``"video"`` the centre crops
     ``(n, T, S, S, 3)`` uint8 (``"crop"``; FFmpeg already scaled the frames to the short side ``resize``, and a crop
     is a slice), ``"audio"`` mono waveforms ``(n, 1, N)`` at the model's rate (``"wave"``).
+
+    ``decoder`` and ``frames_on`` are :class:`~avidzoo.io.MediaFile`'s: with ``decoder="cuda"`` and ``frames_on`` a
+    CUDA device the frames (and so the crops) are already on the GPU; iterate such a dataset in threads of the
+    model's process (:func:`threaded_items`), not in DataLoader worker processes.
     """
 
     def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
                  clips_per_video: int, sampling: str = "uniform", *, preprocess: str = "worker",
-                 decoder_threads: int = 1) -> None:
+                 decoder_threads: int = 1, decoder: str = "software",
+                 frames_on: torch.device | str | None = None) -> None:
         self.paths = list(paths)
         self.sampling = sampling
         self.raw = preprocess == "device"
         if preprocess not in ("worker", "device"):
             raise ValueError(f"preprocess must be 'worker' or 'device', got {preprocess!r}")
         self.decoder_threads = decoder_threads
+        self.decoder, self.frames_on = decoder, frames_on
         self.transforms = transforms
         self.modalities = tuple(modalities)
         self.clips_per_video = clips_per_video
@@ -65,7 +73,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.paths[i]
         try:
-            with MediaFile(path, threads=self.decoder_threads) as f:
+            with MediaFile(path, threads=self.decoder_threads, decoder=self.decoder, frames_on=self.frames_on) as f:
                 return self._read(i, path, f)
         except DecodeError as e:
             return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
@@ -151,6 +159,37 @@ def init_worker(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the cores for the model
 
 
+def threaded_items(dataset: torch.utils.data.Dataset, threads: int, ahead: int = 4) -> Iterator[list[dict]]:
+    """``dataset``'s items in order, each as a one-item list (as a DataLoader of batch size 1 gives them), read by
+    ``threads`` threads of this process with at most ``threads * ahead`` items read ahead. For decoders whose frames
+    stay on the GPU: FFmpeg releases the GIL while it decodes, and the tensors never leave the process."""
+    n = len(dataset)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="avidzoo-decode") as ex:
+        pending: deque[concurrent.futures.Future] = deque()
+        nxt = 0
+        while nxt < n or pending:
+            while nxt < n and len(pending) < max(threads, 1) * ahead:
+                pending.append(ex.submit(dataset.__getitem__, nxt))
+                nxt += 1
+            yield [pending.popleft().result()]
+
+
+def stage_item(item: dict, modalities: Sequence[str], device: torch.device,
+               stream: torch.cuda.Stream | None) -> dict:
+    """Start an item's copy to ``device`` on ``stream`` (a CUDA side stream) as soon as it is decoded, so that the
+    copy overlaps the model's work on the batches before it; :func:`prepare_batch` makes the model's stream wait
+    for it. Without a stream (a CPU run), the item is left as it is."""
+    if stream is None or "error" in item:
+        return item
+    with torch.cuda.stream(stream):
+        for m in modalities:
+            if m in item:
+                item[m] = item[m].to(device, non_blocking=True)
+        item["copied"] = torch.cuda.Event()
+        item["copied"].record(stream)
+    return item
+
+
 def prepare_batch(items: Sequence[dict], modalities: Sequence[str], transforms: Transforms,
                   device: torch.device) -> dict[str, torch.Tensor]:
     """The model inputs of several files' items, on ``device``: ``{"video": (B, 3, T, S, S), "audio": (B, 1, T', F)}``
@@ -160,6 +199,14 @@ def prepare_batch(items: Sequence[dict], modalities: Sequence[str], transforms: 
     steps = {"crop": transforms.video.normalize if transforms.video else None, "frames": transforms.video,
              "wave": transforms.audio}
     out = {}
+    for it in items:  # staged on a copy stream: wait for its copy, and keep its memory until this stream is done
+        event = it.pop("copied", None)
+        if event is not None:
+            current = torch.cuda.current_stream(device)
+            current.wait_event(event)
+            for m in modalities:
+                if m in it and it[m].is_cuda:
+                    it[m].record_stream(current)
     for m in modalities:
         having = [it for it in items if m in it]  # a file without this stream contributes no clips of it
         if not having:

@@ -65,7 +65,7 @@ class ClipEncoder:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         fuse: bool = True,
     ) -> None:
         self.modalities = tuple(modalities)
@@ -94,8 +94,9 @@ class ClipEncoder:
             net.video_encoder.to(memory_format=torch.channels_last_3d)
         self._net = net
         self._encode = {m: self._encoder_fn(m) for m in self.modalities}
-        if compile:
-            self._encode = {m: torch.compile(fn, dynamic=True) for m, fn in self._encode.items()}
+        if compile:  # True: torch.compile's default mode; a string names the mode ("reduce-overhead": CUDA graphs)
+            mode = compile if isinstance(compile, str) else None
+            self._encode = {m: torch.compile(fn, dynamic=True, mode=mode) for m, fn in self._encode.items()}
         self.fingerprint = model_fingerprint(model)
 
     def _encoder_fn(self, modality: str):

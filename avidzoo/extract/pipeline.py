@@ -14,13 +14,14 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from .._env import init_distributed, show_progress, slurm_array_task
+from .._env import default_device, init_distributed, show_progress, slurm_array_task
 from .._version import __version__
 from ..config import normalize_modalities
+from ..errors import HardwareDecoderError
 from ..factory import create_transforms, from_pretrained
-from ..io import find_media
+from ..io import cuda_decoder_problem, find_media
 from ..models.avid import AVIDModel
-from .dataset import ClipDataset, collate_items, init_worker, prepare_batch
+from .dataset import ClipDataset, collate_items, init_worker, prepare_batch, stage_item, threaded_items
 from .encoder import ClipEncoder, Layer
 from .plan import ThreadPlan, plan_threads
 from .store import (
@@ -102,10 +103,16 @@ class FeatureExtractor(ClipEncoder):
             (device on CUDA, worker on CPU, the faster placement measured there).
         device: default CUDA when available. dtype: ``"bf16"``/``"fp16"``/``"fp32"``; default bf16 (or fp16) autocast
             on CUDA, fp32 on CPU. channels_last: channels_last_3d memory format for the video encoder.
-        compile: wrap the encoders in ``torch.compile``. fuse: fold BatchNorm into the convolutions (inference only).
+        compile: wrap the encoders in ``torch.compile`` (a string: its ``mode``, e.g. ``"reduce-overhead"``, CUDA
+            graphs). fuse: fold BatchNorm into the convolutions (inference only).
         sampling: ``"uniform"`` (the original rule) or ``"keyframe"``: each clip moved to the keyframe nearest its
             uniform start, so that no frame before it is decoded (much faster on long-GOP files; the starts differ
             from the original's, and the index records the real ones).
+        decoder: ``"software"`` (FFmpeg on the CPU cores), ``"cuda"`` (NVDEC on the model's GPU: frames, colour
+            conversion, resize and crop stay on the GPU; raises :class:`~avidzoo.errors.HardwareDecoderError` at once
+            where the machine lacks it), or ``"auto"`` (default: ``cuda`` where the model is on a GPU that has it,
+            else software). ``self.decoder`` and ``meta.json`` say which ran. The frames are the same ones by
+            timestamp; their pixels differ from swscale's by rounding (docs/gpu_extraction.md).
     """
 
     def __init__(
@@ -122,15 +129,20 @@ class FeatureExtractor(ClipEncoder):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         fuse: bool = True,
         progress: bool | None = None,
         sampling: Literal["uniform", "keyframe"] = "uniform",
         preprocess: Literal["auto", "worker", "device"] = "auto",
         decoder_threads: int | None = None,
         torch_threads: int | None = None,
+        decoder: Literal["auto", "software", "cuda"] = "auto",
     ) -> None:
         wanted = normalize_modalities(modalities) if modalities is not None else None
+        if decoder not in ("auto", "software", "cuda"):
+            raise ValueError(f"decoder must be 'auto', 'software' or 'cuda', got {decoder!r}")
+        # said before the model loads: a missing hardware decoder is the machine's, not the run's
+        decoder = resolve_decoder(decoder, torch.device(device) if device is not None else default_device())
         if sampling not in ("uniform", "keyframe"):
             raise ValueError(f"sampling must be 'uniform' or 'keyframe', got {sampling!r}")
         if not isinstance(model, AVIDModel):
@@ -141,8 +153,9 @@ class FeatureExtractor(ClipEncoder):
                          normalize=normalize, batch_size=batch_size, device=device, dtype=dtype,
                          channels_last=channels_last, compile=compile, fuse=fuse)
         self.clips_per_video, self.sampling = clips_per_video, sampling
+        self.decoder = decoder
         self.plan: ThreadPlan = plan_threads(self.device, workers=num_workers, decoder_threads=decoder_threads,
-                                             torch_threads=torch_threads, preprocess=preprocess)
+                                             torch_threads=torch_threads, preprocess=preprocess, decoder=self.decoder)
         self.num_workers = self.plan.workers
         self.progress = progress
         self.transforms = create_transforms(model)
@@ -179,6 +192,7 @@ class FeatureExtractor(ClipEncoder):
             "dtype": str(self.dtype).removeprefix("torch."),
             "license": cfg.get("license"),
             **({"sampling": self.sampling} if self.sampling != "uniform" else {}),  # folders before it had none
+            "decoder": self.decoder,  # NVDEC's frames differ from swscale's by rounding: a resume must not mix them
         }
 
     def extract(
@@ -208,9 +222,15 @@ class FeatureExtractor(ClipEncoder):
         return self._extract_to_dir(paths, Path(out), resume=resume, retry_failed=retry_failed,
                                     shard_size=shard_size, rank=rank, world=world)
 
-    def _loader(self, paths: Sequence[Path]) -> torch.utils.data.DataLoader:
+    def _loader(self, paths: Sequence[Path]) -> Iterable[list[dict]]:
+        hw = self.decoder == "cuda"
+        # VMZ's fixed-size FAST_BILINEAR scale (XDC) runs in swscale: NVDEC's frames come to the host for it
+        fixed_size = isinstance(getattr(self.transforms.video, "decoder_scale", None), tuple)
         dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video, self.sampling,
-                              preprocess=self.plan.preprocess, decoder_threads=self.plan.decoder_threads)
+                              preprocess=self.plan.preprocess, decoder_threads=self.plan.decoder_threads,
+                              decoder=self.decoder, frames_on=self.device if hw and not fixed_size else None)
+        if hw:
+            return threaded_items(dataset, self.plan.workers)
         return torch.utils.data.DataLoader(
             dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_items,
             pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if self.num_workers else None,
@@ -220,6 +240,7 @@ class FeatureExtractor(ClipEncoder):
     def _iterate(self, paths: Sequence[Path]) -> Iterator[tuple[dict, dict[str, torch.Tensor] | None]]:
         """Yield ``(item, features or None)`` per file, in completion order; clips of several files share batches."""
         batcher = ClipBatcher(self, lambda items: prepare_batch(items, self.modalities, self.transforms, self.device))
+        copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         t0 = time.perf_counter()
         with self.plan.applied(), tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress),
                   dynamic_ncols=True) as bar:
@@ -234,7 +255,7 @@ class FeatureExtractor(ClipEncoder):
                         yield report((item, None))
                         continue
                     item["n"] = len(item["starts"])
-                    for done in batcher.add(item):
+                    for done in batcher.add(stage_item(item, self.modalities, self.device, copies)):
                         yield report(done)
             for done in batcher.flush():
                 yield report(done)
@@ -272,6 +293,20 @@ class FeatureExtractor(ClipEncoder):
         if rank == 0:
             write_snapshot(out, [str(p) for p in paths])
         return out
+
+
+def resolve_decoder(decoder: str, device: torch.device) -> str:
+    """``"software"`` or ``"cuda"`` for a run on ``device``: ``auto`` takes NVDEC where the model is on a GPU and the
+    machine has it (:func:`~avidzoo.io.decode.cuda_decoder_problem`); ``cuda`` where it is missing raises
+    :class:`~avidzoo.errors.HardwareDecoderError` naming what is."""
+    if decoder == "software":
+        return decoder
+    problem = cuda_decoder_problem()
+    if problem is None and device.type != "cuda":
+        problem = f"the model runs on {device}, and NVDEC decodes on the GPU the model runs on (--device cuda)"
+    if decoder == "cuda" and problem:
+        raise HardwareDecoderError(f"decoder 'cuda' is not available here: {problem}")
+    return "software" if problem else "cuda"
 
 
 def select_shard(paths: list[Path], shard: tuple[int, int] | None) -> list[Path]:

@@ -105,11 +105,15 @@ def extract_with_ray(
     extraction as for :class:`FeatureExtractor` (``modalities``, ``clips_per_video``, ``layer``, ``clip_agg``,
     ``normalize``, ``batch_size``, ``dtype``, ``device`` of the actors, ...); the local engine's thread plan
     (``num_workers``, ``decoder_threads``, ``torch_threads``, ``preprocess``), ``progress`` and ``compile`` do not
-    apply. ``inputs`` are resolved as for the local engine (:func:`~avidzoo.io.find_media`).
+    apply, and decoding is the software decoder's (``decoder="cuda"`` is refused). ``inputs`` are resolved as for
+    the local engine (:func:`~avidzoo.io.find_media`).
     """
     ray = _import_ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    if kwargs.pop("decoder", "auto") == "cuda":
+        raise ValueError("--engine ray decodes in Ray Data's CPU tasks (the software decoder); decoder='cuda' is the "
+                         "local engine's (NVDEC on the GPU the model runs on)")
     for local_only in ("num_workers", "progress", "decoder_threads", "torch_threads", "preprocess"):
         kwargs.pop(local_only, None)  # the local engine's plan; Ray places its own tasks
     device = kwargs.pop("device", None)  # the actors' device; the driver only describes the run

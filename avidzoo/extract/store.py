@@ -96,7 +96,9 @@ def build_result(rows: Sequence[Mapping[str, Any]], feats: Sequence[Mapping[str,
 
 
 _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normalize", "clips_per_video",
-                 "preprocessing", "dtype", "sampling")
+                 "preprocessing", "dtype", "sampling", "decoder")
+# Settings that folders written before them do not record: what those folders ran with.
+_META_DEFAULTS = {"sampling": "uniform", "decoder": "software"}
 
 
 def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
@@ -105,7 +107,7 @@ def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: unreadable ({e}); remove the folder or choose another --out") from None
-    diff = [k for k in _CHECKED_META if old.get(k) != meta.get(k)]
+    diff = [k for k in _CHECKED_META if old.get(k, _META_DEFAULTS.get(k)) != meta.get(k, _META_DEFAULTS.get(k))]
     if diff:
         raise ValueError(f"{path.parent}: made with other settings ({', '.join(diff)} differ); "
                          "use another output folder, or --no-resume to start it over")

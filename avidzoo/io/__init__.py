@@ -1,9 +1,18 @@
 """Media input: decode video and audio clips from files (PyAV) and choose where clips start."""
 
-from .decode import MediaFile, MediaInfo, probe, read_audio_clip, read_video_clip
+from .decode import (
+    DECODERS,
+    MediaFile,
+    MediaInfo,
+    cuda_decoder_problem,
+    cuda_decoder_works,
+    probe,
+    read_audio_clip,
+    read_video_clip,
+)
 from .inputs import MEDIA_EXTENSIONS, find_media
 from .sampling import clip_span, coverage, random_start, sliding_starts, snap_to_keyframes, uniform_starts
 
 __all__ = ["MediaFile", "MediaInfo", "probe", "read_video_clip", "read_audio_clip", "uniform_starts",
            "random_start", "sliding_starts", "snap_to_keyframes", "clip_span", "coverage", "find_media",
-           "MEDIA_EXTENSIONS"]
+           "MEDIA_EXTENSIONS", "DECODERS", "cuda_decoder_problem", "cuda_decoder_works"]

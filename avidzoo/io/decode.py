@@ -28,8 +28,10 @@ Speed, exactly (the frames a clip takes are bit-identical to decoding everything
 clip of a file; the keyframe positions (read once from the packets, without decoding) decide for each clip whether to
 seek or to decode through from the previous one; outside the clips' time windows the decoder skips non-reference
 frames (``skip_frame=NONREF``: frames no other frame is predicted from, so skipping them changes nothing else) on a
-constant-frame-rate stream; only the frames a clip uses are converted to RGB, directly at the requested size by
-FFmpeg's scaler; codec threads are on. Nothing here holds a file open after ``close()`` / the ``with`` block.
+constant-frame-rate stream, and inside them those no target takes (worked out from the packets' timestamps, checked
+against the decoded frames' own: a group whose frames differ from the prediction is decoded again without); only
+the frames a clip uses are converted to RGB, directly at the requested size by FFmpeg's scaler; codec threads are on.
+Nothing here holds a file open after ``close()`` / the ``with`` block.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ import contextlib
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 import av
+import av.codec.hwaccel
 import numpy as np
 import torch
 
@@ -52,14 +55,19 @@ from ..errors import (
     CorruptMediaError,
     DecodeError,
     EmptyMediaError,
+    HardwareDecoderError,
     MediaNotFoundError,
     MissingStreamError,
     NotMediaError,
     RotationError,
     VariableFrameRateError,
 )
+from .colour import frame_to_rgb, resize_rgb, rgb_supported
 
-__all__ = ["MediaInfo", "MediaFile", "FrameTable", "probe", "read_video_clip", "read_audio_clip"]
+__all__ = ["MediaInfo", "MediaFile", "FrameTable", "probe", "read_video_clip", "read_audio_clip", "DECODERS",
+           "cuda_decoder_problem", "cuda_decoder_works"]
+
+DECODERS = ("software", "cuda")
 
 _EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
 _SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through, when keyframes are unknown
@@ -172,6 +180,16 @@ class MediaFile:
             separate runs (each its own resampler, as the original read each clip; the samples then differ from
             one joint run's by the resampler's phase, under one sample);
             off is the plain decoder, for benchmarks.
+        decoder: ``"software"`` (FFmpeg on the CPU) or ``"cuda"`` (NVDEC through FFmpeg's CUDA hwaccel, the same
+            parser, so seeking and skipping work as in software; a stream NVDEC cannot decode falls back to
+            software). :func:`cuda_decoder_problem` says what a machine lacks for it.
+        frames_on: where frames become RGB: ``None`` (default), FFmpeg's swscale on the host (numpy); a torch
+            device, :func:`avidzoo.io.colour.frame_to_rgb` there, and clips come back as tensors on it. With the
+            ``cuda`` decoder and a CUDA device, frames stay on the GPU from decoding to the clip (``None``
+            downloads them to the host as NV12 first). On the CPU this is the GPU path's conversion, for tests.
+        skip_in_window: with exact savings, also skip the non-reference frames inside a clip's window that no
+            target takes (predicted from the packets' timestamps and confirmed by the decoded frames' own, else the
+            group is decoded again without); off only to measure what it saves.
     """
 
     def __init__(
@@ -183,19 +201,40 @@ class MediaFile:
         on_vfr: Literal["timestamps", "error"] = "timestamps",
         frame_times: Literal["original", "timestamps"] = "original",
         exact_savings: bool = True,
+        skip_in_window: bool = True,
+        decoder: Literal["software", "cuda"] = "software",
+        frames_on: torch.device | str | None = None,
     ) -> None:
         if frame_times not in ("original", "timestamps"):
             raise ValueError(f"frame_times must be 'original' or 'timestamps', got {frame_times!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.decoder = decoder
+        self.frames_on = torch.device(frames_on) if frames_on is not None else None
+        hwaccel = None
+        if decoder == "cuda":
+            problem = cuda_decoder_problem()
+            if problem:
+                raise HardwareDecoderError(f"decoder='cuda': {problem}")
+            on_gpu = self.frames_on is not None and self.frames_on.type == "cuda"
+            index = self.frames_on.index if on_gpu and self.frames_on.index is not None else \
+                torch.cuda.current_device()
+            hwaccel = av.codec.hwaccel.HWAccel("cuda", device=str(index), allow_software_fallback=True,
+                                               is_hw_owned=on_gpu)
         self.path = Path(path)
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
         self.frame_times, self.exact_savings = frame_times, exact_savings
+        self.skip_in_window = skip_in_window
+        # packets skipped inside clips' windows, and groups decoded again because the frames differed from the
+        # prediction (what the in-window skipping saves and costs; the tests and benchmarks read them)
+        self.decode_stats = {"skipped_in_window": 0, "redone": 0}
         self._seen_end: dict[str, float] = {}  # where a read found a stream's data to end before its span did
         if not self.path.is_file():
             raise MediaNotFoundError(self.path, "no such file")
         if self.path.stat().st_size == 0:
             raise NotMediaError(self.path, "the file is empty (0 bytes)")
         try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
+            self._container = av.open(str(self.path), metadata_errors="ignore", hwaccel=hwaccel)
             fmt = self._container.format.name
             if fmt in _NOT_MEDIA_FORMATS or fmt.endswith("_pipe"):
                 self._container.close()
@@ -319,10 +358,6 @@ class MediaFile:
         """
         if duration is not None:
             num_frames = max(int(round(duration * fps)), 1)
-        if not self.info.has_video:
-            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
-        if self.info.rotation and self.rotation_policy == "error":
-            raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
         times = [[s + k / fps for k in range(num_frames)] for s in starts]
         return self._read_clips(times, [s + num_frames / fps for s in starts], self.frame_times == "original",
                                 short_side)
@@ -333,10 +368,6 @@ class MediaFile:
         the last one whose timestamp is at or before ``times[i][k]`` (seconds), so a frame's own timestamp gives
         exactly that frame. This is how the siblings' frame rules (:mod:`avidzoo.io.frame_rules`) read the frames
         they pick from the stream's packet timestamps. ``short_side`` as in :meth:`read_video`."""
-        if not self.info.has_video:
-            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
-        if self.info.rotation and self.rotation_policy == "error":
-            raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
         frame = 1.0 / (self.info.fps or 30.0)
         times = [list(t) for t in times]
         return self._read_clips(times, [max(t) + frame for t in times], False, short_side)
@@ -345,6 +376,10 @@ class MediaFile:
                     short_side: int | tuple[int, int] | None) -> list[torch.Tensor]:
         """Clip ``i`` takes a frame for each target in ``times[i]`` (seconds), by the original frame numbers or by
         timestamps; ``ends[i]``: where the clip's span ends."""
+        if not self.info.has_video:
+            raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
+        if self.info.rotation and self.rotation_policy == "error":
+            raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
         stream = self._container.streams.video[0]
         order = sorted(range(len(times)), key=lambda i: times[i][0])
         clips: list[torch.Tensor | None] = [None] * len(times)
@@ -400,6 +435,8 @@ class MediaFile:
             raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
         stream = self._container.streams.video[0]
         packets = self._packets(stream)
+        if packets is None:
+            raise CorruptMediaError(self.path, "the video packets cannot be read")
         if not packets:
             raise EmptyMediaError(self.path, "the video stream has no packets")
         if any(pts is None for pts, _ in packets):
@@ -438,39 +475,19 @@ class MediaFile:
         rate = stream.average_rate or Fraction(self.info.fps or 30.0).limit_denominator(1001)
         # The original's target frame numbers: int() of a float, relative to the stream's start.
         wanted = [int((t - self.info.video_start) * float(rate)) for t, _, _ in targets]
-        chosen: dict[tuple[int, int], object] = {}
         first_t = targets[0][0]
-        self._seek(stream, self._earliest(stream, first_t, original))
-        prev = None
-        last_time = None
-        deltas: list[float] = []
-        pos = 0
-        skipping = self._nonref_skipper(stream, targets, wanted if original else None, float(rate))
-        try:
-            for frame in self._frames(stream, skipping):
-                t = frame.time if frame.time is not None else (last_time or 0.0) + 1.0 / (self.info.fps or 30.0)
-                if last_time is not None and t > last_time and not (skipping and skipping.skipped):
-                    deltas.append(t - last_time)
-                if skipping:
-                    skipping.skipped = False
-                last_time = t
-                if original:  # the first frame whose absolute frame number reaches the target's
-                    number = frame.pts * stream.time_base * rate if frame.pts is not None else t * float(rate)
-                    while pos < len(targets) and number >= wanted[pos]:
-                        _, ci, k = targets[pos]
-                        chosen[(ci, k)] = frame
-                        pos += 1
-                else:  # the last frame at or before the target time
-                    while pos < len(targets) and t > targets[pos][0] + _EPS:
-                        _, ci, k = targets[pos]
-                        chosen[(ci, k)] = prev if prev is not None else frame
-                        pos += 1
-                if pos == len(targets):
-                    break
-                prev = frame
-        except CorruptMediaError as e:
-            raise CorruptMediaError(self.path, f"video stream is corrupt near {last_time or first_t:.2f} s: "
-                                    f"{e.problem}") from None
+        keyframe = self._seek(stream, self._earliest(stream, first_t, original))
+        # Inside the clips' windows, the non-reference frames that no target takes (predicted from the packets'
+        # timestamps) are skipped too; a prediction that the decoded frames do not confirm redoes the group without.
+        predicted = self._predict(stream, targets, wanted if original else None, rate, keyframe)
+        hold = self._holder(short_side)
+        state = self._select(stream, targets, wanted, original, rate, predicted, hold)
+        if predicted is not None and any(getattr(state.chosen.get((ci, k)), "pts", None) != pts
+                                         for (ci, k), pts in predicted.items()):
+            self.decode_stats["redone"] += 1
+            self._seek(stream, self._earliest(stream, first_t, original))
+            state = self._select(stream, targets, wanted, original, rate, None, hold)
+        chosen, prev, last_time, deltas, pos = state.chosen, state.prev, state.last_time, state.deltas, state.pos
         self._check_vfr(deltas)
         declared = self.info.span("video")[1]
         if last_time is None:
@@ -483,7 +500,7 @@ class MediaFile:
         end = last_time + frame_dur
         while not original and pos < len(targets) and targets[pos][0] < end - _EPS:
             _, ci, k = targets[pos]
-            chosen[(ci, k)] = prev
+            chosen[(ci, k)] = hold(prev)
             pos += 1
         if pos < len(targets):  # the stream's data ended before the last target
             # judged against the video stream's own end: another stream may rightly run longer
@@ -499,15 +516,107 @@ class MediaFile:
             have = [f for f in frames if f is not None]
             if not have:
                 raise DecodeError(self.path, f"clip at {start:.2f} s starts after the video ends ({end:.2f} s)")
-            arrays = [self._to_rgb(f, converted, short_side) for f in have]
+            arrays = [f.rgb if isinstance(f, _Held) else self._to_rgb(f, converted, short_side) for f in have]
             while len(arrays) < num_frames:  # loop the clip from its start, as the original pad_missing
                 arrays += arrays[: num_frames - len(arrays)]
-            clips[ci] = torch.from_numpy(np.stack(arrays))
+            on_device = isinstance(arrays[0], torch.Tensor)
+            clips[ci] = torch.stack(arrays) if on_device else torch.from_numpy(np.stack(arrays))
 
-    def _nonref_skipper(self, stream, targets, wanted, rate: float) -> _NonRefSkipper | None:
-        """What may be skipped while decoding a group: non-reference frames outside every clip's window. Each window
+    def _select(self, stream, targets, wanted, original: bool, rate: Fraction,
+                predicted: dict[tuple[int, int], int] | None, hold) -> _Selection:
+        """Decode from the current position until every target has its frame (or the stream ends): the frame rule's
+        choice per ``(clip, k)`` (as ``hold`` keeps it), with non-reference frames skipped outside the clips'
+        windows and, when ``predicted`` is given, inside them wherever no target is predicted to take the frame."""
+        state = _Selection()
+        chosen = state.chosen
+        first_t = targets[0][0]
+        pos = 0
+        prev = None
+        skipping = self._nonref_skipper(stream, targets, wanted if original else None, float(rate),
+                                        keep=None if predicted is None else set(predicted.values()))
+        try:
+            for frame in self._frames(stream, skipping):
+                t = frame.time if frame.time is not None else (state.last_time or 0.0) + 1.0 / (self.info.fps or 30.0)
+                if state.last_time is not None and t > state.last_time and not (skipping and skipping.skipped):
+                    state.deltas.append(t - state.last_time)
+                if skipping:
+                    skipping.skipped = False
+                state.last_time = t
+                if original:  # the first frame whose absolute frame number reaches the target's
+                    number = frame.pts * stream.time_base * rate if frame.pts is not None else t * float(rate)
+                    while pos < len(targets) and number >= wanted[pos]:
+                        _, ci, k = targets[pos]
+                        chosen[(ci, k)] = hold(frame)
+                        pos += 1
+                else:  # the last frame at or before the target time
+                    while pos < len(targets) and t > targets[pos][0] + _EPS:
+                        _, ci, k = targets[pos]
+                        chosen[(ci, k)] = hold(prev if prev is not None else frame)
+                        pos += 1
+                if pos == len(targets):
+                    break
+                prev = frame
+        except CorruptMediaError as e:
+            raise CorruptMediaError(self.path, f"video stream is corrupt near {state.last_time or first_t:.2f} s: "
+                                    f"{e.problem}") from None
+        state.prev, state.pos = prev, pos
+        if skipping is not None:
+            self.decode_stats["skipped_in_window"] += skipping.inside
+        return state
+
+    def _predict(self, stream, targets, wanted, rate: Fraction,
+                 keyframe: float | None) -> dict[tuple[int, int], int] | None:
+        """The pts of the frame each target ``(clip, k)`` will take, worked out from the packets' timestamps as
+        :meth:`_select` chooses from decoded frames (``wanted``: the original rule's frame numbers, ``None`` for the
+        timestamps rule), decoding from the keyframe at ``keyframe`` seconds. ``None`` where nothing may be skipped
+        inside the windows: exact savings off, a variable frame rate, an unknown seek point, packets without
+        timestamps, or targets past the stream's last frame (whose end then decides what they take)."""
+        if keyframe is None or self.info.variable_frame_rate or not self.info.fps or not self.exact_savings \
+                or not self.skip_in_window:
+            return None
+        order = self._presentation_order(stream)
+        if order is None:
+            return None
+        tb = stream.time_base
+        pts_sorted, times = order
+        out: dict[tuple[int, int], int] = {}
+        pos, prev = 0, None
+        for pts in pts_sorted[bisect.bisect_left(times, keyframe - float(tb)):]:
+            if wanted is not None:
+                number = pts * tb * rate
+                while pos < len(targets) and number >= wanted[pos]:
+                    out[targets[pos][1:]] = pts
+                    pos += 1
+            else:
+                t = float(pts * tb)
+                while pos < len(targets) and t > targets[pos][0] + _EPS:
+                    out[targets[pos][1:]] = prev if prev is not None else pts
+                    pos += 1
+            if pos == len(targets):
+                return out
+            prev = pts
+        return None
+
+    def _presentation_order(self, stream) -> tuple[list[int], list[float]] | None:
+        """The video packets' pts sorted (presentation order) and their times in seconds, computed once per file;
+        ``None`` when the packets cannot be read or some have no timestamp."""
+        if getattr(self, "_order", False) is False:
+            packets = self._packets(stream)
+            if not packets or any(pts is None for pts, _ in packets):
+                self._order = None
+            else:
+                pts_sorted = sorted(pts for pts, _ in packets)
+                tb = float(stream.time_base)
+                self._order = (pts_sorted, [p * tb for p in pts_sorted])
+        return self._order
+
+    def _nonref_skipper(self, stream, targets, wanted, rate: float,
+                        keep: set[int] | None = None) -> _NonRefSkipper | None:
+        """What may be skipped while decoding a group: non-reference frames outside every clip's window, and with
+        ``keep`` (the pts of the frames the targets take) those inside the windows that are not kept. Each window
         runs from two frames before a clip's earliest possible frame to one frame past its last target, so no frame
-        a target could take is ever skipped. Off for variable frame rates, where no fixed margin is safe."""
+        a target could take is ever skipped outside them. Off for variable frame rates, where no fixed margin is
+        safe."""
         if self.info.variable_frame_rate or not self.info.fps or not self.exact_savings:
             return None
         frame = 1.0 / self.info.fps
@@ -517,7 +626,7 @@ class MediaFile:
             at = t if wanted is None else min(t, max(wanted[j], 0) / rate)
             clips.setdefault(ci, []).append(at)
         windows = sorted((min(v) - 2 * frame, max(v) + 1.5 * frame) for v in clips.values())
-        return _NonRefSkipper(windows, stream.time_base)
+        return _NonRefSkipper(windows, stream.time_base, keep if self.skip_in_window else None)
 
     def _frames(self, stream, skipper: _NonRefSkipper | None = None):
         """Decoded frames of ``stream`` from the current position; undecodable packets are skipped, as the ffmpeg
@@ -546,16 +655,18 @@ class MediaFile:
             if mode != "DEFAULT":
                 ctx.skip_frame = "DEFAULT"
 
-    def _seek(self, stream, t: float) -> None:
+    def _seek(self, stream, t: float) -> float | None:
         """Position the decoder for a frame at ``t`` (from :meth:`_earliest`): at the keyframe at or before it when
-        the keyframes are known (exactly, by its own timestamp), else half a frame before ``t``."""
+        the keyframes are known (exactly, by its own timestamp; returns that keyframe's time), else half a frame
+        before ``t`` (returns ``None``)."""
         keyframes = self._keyframe_times(stream) if self.exact_savings else None
         if keyframes:
             i = bisect.bisect_right(keyframes, t + 1e-9) - 1
             if i >= 0:
                 self._seek_to(keyframes[i] + 0.5 * float(stream.time_base), stream)
-                return
+                return keyframes[i]
         self._seek_to(max(t - 0.5 / (self.info.fps or 30.0), 0.0), stream)
+        return None
 
     def _seek_to(self, t: float, stream) -> None:
         """Seek to the keyframe at or before ``t`` seconds; files that cannot seek are read from the start."""
@@ -564,6 +675,41 @@ class MediaFile:
         except (av.error.FFmpegError, ZeroDivisionError, TypeError):
             with contextlib.suppress(av.error.FFmpegError):  # a fresh container is at the start already
                 self._container.seek(0)
+
+    def _holder(self, short_side: int | tuple[int, int] | None):
+        """How a chosen frame is kept until its clip is assembled: as the decoder's frame (converted by swscale
+        later), or with ``frames_on`` converted at once to an RGB tensor on that device (a hardware decoder's
+        surfaces are few, and the frame's own planes are released as soon as it is copied). A frame chosen by
+        several targets in a row is converted once."""
+        if self.frames_on is None:
+            return lambda frame: frame
+        last: list = [None, None]
+
+        def hold(frame):
+            if frame is None or isinstance(frame, _Held):
+                return frame
+            if last[0] is not frame:
+                last[0], last[1] = frame, _Held(frame.pts, frame.time, self._to_tensor(frame, short_side))
+            return last[1]
+        return hold
+
+    def _to_tensor(self, frame, short_side: int | tuple[int, int] | None) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 on ``frames_on``: :func:`~avidzoo.io.colour.frame_to_rgb` and an antialiased bilinear
+        resize there; a fixed ``(width, height)`` (VMZ's FAST_BILINEAR, which torch does not reproduce) or a layout
+        torch does not read goes through swscale on the host first."""
+        if isinstance(short_side, tuple) or not rgb_supported(frame):
+            if frame.format.name == "cuda":
+                raise DecodeError(self.path, f"{frame.sw_format.name} frames held on the GPU cannot be converted "
+                                  f"{'to a fixed size' if isinstance(short_side, tuple) else 'in torch'}; decode "
+                                  f"them to the host (frames_on=None)")
+            return torch.from_numpy(self._to_rgb(frame, {}, short_side)).to(self.frames_on)
+        rgb = frame_to_rgb(frame, self.frames_on)
+        size = self._output_size(frame, short_side)
+        if size is not None:
+            rgb = resize_rgb(rgb, size)
+        if self.info.rotation and self.rotation_policy == "apply":
+            rgb = torch.rot90(rgb, k=self.info.rotation // 90, dims=(0, 1)).contiguous()
+        return rgb
 
     def _to_rgb(self, frame, cache: dict[int, np.ndarray], short_side: int | tuple[int, int] | None) -> np.ndarray:
         key = id(frame)
@@ -668,20 +814,80 @@ class MediaFile:
         return data.astype(np.float32) / np.iinfo(np.int16).max, t0
 
 
-class _NonRefSkipper:
-    """Per packet: is its frame (by presentation time) outside every window? ``skipped`` notes that a packet was
-    decoded with skipping on since the last frame came out (frame intervals then say nothing about the rate)."""
+@dataclass(frozen=True)
+class _Held:
+    """A chosen frame already converted to RGB on ``frames_on`` (its timestamp kept for the checks)."""
 
-    def __init__(self, windows: list[tuple[float, float]], time_base: Fraction) -> None:
-        self.windows, self.time_base, self.skipped = windows, time_base, False
+    pts: int | None
+    time: float | None
+    rgb: torch.Tensor
+
+
+@dataclass
+class _Selection:
+    """What one decoding pass of a group found: the frame each ``(clip, k)`` takes, the last frame before the one
+    the pass stopped at, the last frame's time, the frame intervals seen and how many targets were served."""
+
+    chosen: dict = field(default_factory=dict)
+    prev: object = None
+    last_time: float | None = None
+    deltas: list = field(default_factory=list)
+    pos: int = 0
+
+
+class _NonRefSkipper:
+    """Per packet: may its frame be skipped if it is a non-reference one? Outside every window always; inside one,
+    when ``keep`` (the pts of the frames the targets take) is given and does not hold it. ``skipped`` notes that a
+    packet was decoded with skipping on since the last frame came out (frame intervals then say nothing about the
+    rate)."""
+
+    def __init__(self, windows: list[tuple[float, float]], time_base: Fraction, keep: set[int] | None = None) -> None:
+        self.windows, self.time_base, self.keep, self.skipped = windows, time_base, keep, False
+        self.inside = 0  # non-key packets inside a window that were not kept (skipped if non-reference)
 
     def outside(self, packet) -> bool:
         if packet.pts is None or packet.is_keyframe:
             return False
         t = float(packet.pts * self.time_base)
         out = not any(lo <= t <= hi for lo, hi in self.windows)
+        if not out and self.keep is not None and packet.pts not in self.keep:
+            out = True
+            self.inside += 1
         self.skipped |= out
         return out
+
+
+def cuda_decoder_problem() -> str | None:
+    """What this machine lacks for ``decoder="cuda"``, or ``None``: a CUDA device that torch sees and an FFmpeg built
+    with CUDA hwaccel (PyAV's wheels are). Whether the driver has NVDEC shows only when a frame decodes
+    (:func:`cuda_decoder_works`)."""
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        return f"no CUDA device ({build}; torch.cuda.is_available() is False); use decoder='software' or 'auto'"
+    devices = av.codec.hwaccel.hwdevices_available()
+    if "cuda" not in devices:
+        return (f"PyAV {av.__version__}'s FFmpeg has no CUDA hwaccel (it has: {', '.join(devices) or 'none'}); "
+                "install PyAV's binary wheel, or use decoder='software'")
+    return None
+
+
+def cuda_decoder_works(path: str | os.PathLike, device: torch.device | str = "cuda") -> str | None:
+    """Decode the first video frame of ``path`` with NVDEC, frames kept on ``device``: ``None`` if a CUDA frame came
+    out, else why not (what :func:`cuda_decoder_problem` says, or that FFmpeg fell back to software: no NVDEC in the
+    driver, or a codec or profile it does not decode)."""
+    problem = cuda_decoder_problem()
+    if problem:
+        return problem
+    try:
+        with MediaFile(path, decoder="cuda", frames_on=device) as f:
+            if not f.info.has_video:
+                return f"{f.path} has no video stream to try NVDEC on"
+            frame = next(f._frames(f._container.streams.video[0]), None)
+    except Exception as e:  # a driver without NVDEC fails in FFmpeg's device set-up
+        return f"NVDEC failed on {path}: {e}"
+    if frame is None or frame.format.name != "cuda":
+        return f"FFmpeg decoded {path} in software (no NVDEC for its codec, or none in the driver)"
+    return None
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
