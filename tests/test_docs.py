@@ -15,7 +15,7 @@ README = (REPO_ROOT / "README.md").read_text()
 
 def test_readme_opens_with_install_and_test_commands():
     block = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
-    assert block == ['pip install -c constraints.txt ".[dev,ray]"', "pytest"]
+    assert block == ['pip install -c constraints.txt ".[dev,ray,remote]"', "pytest"]
     assert README.index("```bash") < README.index("## ")
 
 

@@ -43,7 +43,7 @@ class ClipDataset(torch.utils.data.Dataset):
     model's process (:func:`threaded_items`), not in DataLoader worker processes.
     """
 
-    def __init__(self, paths: Sequence[Path], transforms: Transforms, modalities: Sequence[str],
+    def __init__(self, paths: Sequence[Path | str], transforms: Transforms, modalities: Sequence[str],
                  clips_per_video: int, sampling: str = "uniform", *, preprocess: str = "worker",
                  decoder_threads: int = 1, decoder: str = "software",
                  frames_on: torch.device | str | None = None) -> None:
@@ -108,6 +108,8 @@ class ClipDataset(torch.utils.data.Dataset):
             clip_starts["audio"] = [min(lo + c.audio_from, last) for c in ruled]
         item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
                                 "duration": f.info.duration}
+        if f.version:  # a remote object's ETag or version id: a resumed run redoes the object if it changed
+            item["version"] = f.version
         missing = [m for m in self.modalities if m not in spans]
         if missing:
             item["missing"] = missing

@@ -13,6 +13,7 @@ which recognises live writers by the file locks they hold).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
+from ..io.remote import is_url, object_version
 
 __all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
            "check_meta", "claim_meta", "reset_output", "read_index",
@@ -65,7 +67,8 @@ class ExtractionResult:
 
 
 # What an index row keeps of a file's item beyond its path and clip starts (see ClipDataset).
-_ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "audio_starts", "distinct_starts")
+_ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "audio_starts", "distinct_starts",
+                "version")
 
 
 def ok_row(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,8 +183,16 @@ def read_rows(out: Path) -> dict[str, dict]:
 
 
 def done_paths(out: Path, retry_failed: bool) -> set[str]:
-    """Files any writer has finished (failed ones too, unless ``retry_failed``)."""
-    return {p for p, r in read_rows(out).items() if r["status"] == "ok" or not retry_failed}
+    """Files any writer has finished (failed ones too, unless ``retry_failed``), less the remote objects whose
+    content changed since (their ETag or version id differs from the one recorded): those are done again."""
+    rows = read_rows(out)
+    done = {p for p, r in rows.items() if r["status"] == "ok" or not retry_failed}
+    recorded = {p: rows[p]["version"] for p in done if is_url(p) and rows[p].get("version")}
+    if recorded:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:  # one metadata request per object
+            now = dict(zip(recorded, ex.map(object_version, recorded)))
+        done -= {p for p, v in recorded.items() if now[p] != v}
+    return done
 
 
 def new_writer_id() -> str:

@@ -63,6 +63,7 @@ from ..errors import (
     VariableFrameRateError,
 )
 from .colour import frame_to_rgb, resize_rgb, rgb_supported
+from .remote import RemoteReader, is_url
 
 __all__ = ["MediaInfo", "MediaFile", "FrameTable", "probe", "read_video_clip", "read_audio_clip", "DECODERS",
            "cuda_decoder_problem", "cuda_decoder_works"]
@@ -149,12 +150,7 @@ def _declared_seconds(stream, start: float) -> float | None:
         return None
 
 
-def _looks_like_media(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
+def _looks_like_media(head: bytes) -> bool:
     return head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide") or head.startswith(_SIGNATURES) \
         or (len(head) > 0 and head[0] == 0x47)  # MPEG-TS sync byte
 
@@ -221,7 +217,8 @@ class MediaFile:
                 torch.cuda.current_device()
             hwaccel = av.codec.hwaccel.HWAccel("cuda", device=str(index), allow_software_fallback=True,
                                                is_hw_owned=on_gpu)
-        self.path = Path(path)
+        # a URL stays a string (a Path would fold its "//"); its object is read through ranged requests
+        self.path: Path | str = str(path) if is_url(path) else Path(path)
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
         self.frame_times, self.exact_savings = frame_times, exact_savings
         self.skip_in_window = skip_in_window
@@ -229,12 +226,12 @@ class MediaFile:
         # prediction (what the in-window skipping saves and costs; the tests and benchmarks read them)
         self.decode_stats = {"skipped_in_window": 0, "redone": 0}
         self._seen_end: dict[str, float] = {}  # where a read found a stream's data to end before its span did
-        if not self.path.is_file():
-            raise MediaNotFoundError(self.path, "no such file")
-        if self.path.stat().st_size == 0:
-            raise NotMediaError(self.path, "the file is empty (0 bytes)")
+        self.version: str | None = None  # a remote object's ETag or version id (resume redoes a changed one)
+        self.read_stats: dict[str, int] | None = None  # a remote object's: bytes fetched, ranged GETs (after close)
+        self._reader: RemoteReader | None = None
+        source = self._open_source()
         try:
-            self._container = av.open(str(self.path), metadata_errors="ignore", hwaccel=hwaccel)
+            self._container = av.open(source, metadata_errors="ignore", hwaccel=hwaccel)
             fmt = self._container.format.name
             if fmt in _NOT_MEDIA_FORMATS or fmt.endswith("_pipe"):
                 self._container.close()
@@ -242,7 +239,8 @@ class MediaFile:
         except av.error.FileNotFoundError:
             raise MediaNotFoundError(self.path, "no such file") from None
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-            if _looks_like_media(self.path):
+            self._close_reader()
+            if _looks_like_media(self._head()):
                 raise CorruptMediaError(self.path, f"cannot be opened, the file is damaged or truncated ({e})") \
                     from None
             raise NotMediaError(self.path, f"not a media file FFmpeg can read ({e})") from None
@@ -257,11 +255,50 @@ class MediaFile:
             raise
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
+    def _open_source(self) -> str | RemoteReader:
+        """What the demuxer opens: the local file's name, or a reader over the remote object."""
+        if isinstance(self.path, Path):
+            if not self.path.is_file():
+                raise MediaNotFoundError(self.path, "no such file")
+            if self.path.stat().st_size == 0:
+                raise NotMediaError(self.path, "the file is empty (0 bytes)")
+            return str(self.path)
+        try:
+            self._reader = RemoteReader(self.path)
+        except FileNotFoundError:
+            raise MediaNotFoundError(self.path, "no such object") from None
+        except ValueError as e:  # no fsspec implementation of the scheme
+            raise DecodeError(self.path, str(e).removeprefix(f"{self.path}: ")) from None
+        except Exception as e:  # the store refused or could not be reached
+            raise DecodeError(self.path, f"cannot be read from its store ({type(e).__name__}: {e})") from None
+        if self._reader.size == 0:
+            raise NotMediaError(self.path, "the object is empty (0 bytes)")
+        self.version = self._reader.version
+        return self._reader
+
+    def _head(self) -> bytes:
+        """The first bytes of the file or object (to tell a damaged media file from something else)."""
+        try:
+            if isinstance(self.path, Path):
+                with open(self.path, "rb") as f:
+                    return f.read(12)
+            with RemoteReader(self.path) as r:
+                return r.read(12) or b""
+        except Exception:
+            return b""
+
+    def _close_reader(self) -> None:
+        if getattr(self, "_reader", None) is not None:
+            self.read_stats = self._reader.stats()
+            self._reader.close()
+            self._reader = None
+
     def close(self) -> None:
         container = getattr(self, "_container", None)
         if container is not None:
             container.close()
             self._container = None
+        self._close_reader()
 
     def __enter__(self) -> MediaFile:
         return self

@@ -1,16 +1,19 @@
-"""Turn what a user points at (files, folders, globs, list files) into an ordered list of media paths."""
+"""Turn what a user points at (files, folders, globs, list files, and their remote twins: objects, prefixes, globs and
+lists at URLs, :mod:`avidzoo.io.remote`) into an ordered list of media paths and URLs."""
 
 from __future__ import annotations
 
 import csv
 import glob
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import DecodeError
 from .decode import MediaFile
+from .remote import is_url, list_remote, read_remote_text, remote_fs
 
 __all__ = ["MEDIA_EXTENSIONS", "find_media", "readable_media"]
 
@@ -19,21 +22,17 @@ MEDIA_EXTENSIONS = frozenset({
     ".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus",
 })
 _LIST_SUFFIXES = (".csv", ".txt", ".lst")
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_FILE_URL = re.compile(r"^file://", re.I)
+
+Media = Path | str  # a local path, or a URL (kept a string: a Path would fold its "//")
 
 
-def _refuse_url(item: str | os.PathLike, where: str = "") -> None:
-    """A URL is not a path: say so at once, rather than look for a local file named ``s3:/bucket/...``."""
-    match = _URL.match(str(item))
-    if match:
-        raise ValueError(f"{item}{where}: {match.group(1)}:// URLs are not readable inputs; give local files, folders, "
-                         "globs or lists of paths (copy or mount the objects first)")
-
-
-def _read_list(path: Path) -> list[Path]:
-    """Paths in a TXT (one per line) or CSV (a ``path`` column, else the first) list, relative to the list's folder."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".csv":
+def _read_list(path: Media) -> list[Media]:
+    """Entries of a TXT (one per line) or CSV (a ``path`` column, else the first) list: URLs as they are, paths
+    relative to the list's folder (a remote list's relative entries are relative to its prefix)."""
+    remote = isinstance(path, str)
+    text = read_remote_text(path) if remote else path.read_text(encoding="utf-8")
+    if os.path.splitext(str(path))[1].lower() == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if not rows:
             return []
@@ -43,9 +42,19 @@ def _read_list(path: Path) -> list[Path]:
         entries = [r[col].strip() for r in body if r and r[col].strip()]
     else:
         entries = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    out: list[Media] = []
     for entry in entries:
-        _refuse_url(entry, f" (in {path})")
-    return [p if p.is_absolute() else path.parent / p for p in map(Path, entries)]
+        if is_url(entry):
+            remote_fs(entry)  # a scheme without an implementation here is said now, not per file later
+            out.append(entry)
+        elif remote:  # relative to the list's prefix: s3://b/lists/all.txt + ../v/a.mp4 = s3://b/v/a.mp4
+            scheme, _, rest = path.partition("://")
+            out.append(entry if entry.startswith("/") else
+                       f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), entry))}")
+        else:
+            p = Path(_FILE_URL.sub("", entry))
+            out.append(p if p.is_absolute() else path.parent / p)
+    return out
 
 
 def find_media(
@@ -53,24 +62,32 @@ def find_media(
     *,
     extensions: Iterable[str] = MEDIA_EXTENSIONS,
     missing: str = "record",
-) -> list[Path]:
-    """Media files named by ``inputs``, in order and without duplicates.
+) -> list[Media]:
+    """Media files named by ``inputs``, in order and without duplicates: local paths (absolute) and URLs (strings).
 
     Each input may be a media file, a folder (searched recursively for ``extensions``, sorted), a glob
-    (``"videos/**/*.mp4"``), or a ``.txt``/``.csv`` list. A file that does not exist is kept, so that extraction
-    records it as missing (``missing="record"``), or raises ``FileNotFoundError`` at once (``missing="error"``, as the
-    command line does for what it is given; files named in a list are always kept). A folder or glob that matches
-    nothing raises ``FileNotFoundError``, and a URL (``s3://...``) ``ValueError``.
+    (``"videos/**/*.mp4"``), or a ``.txt``/``.csv`` list (of paths and URLs); or the same at a URL (``s3://bucket/
+    video.mp4``, a prefix ``s3://bucket/videos/``, ``s3://bucket/videos/*.mp4``, ``s3://bucket/list.txt``). A file
+    or object that does not exist is kept, so that extraction records it as missing (``missing="record"``), or raises
+    ``FileNotFoundError`` at once (``missing="error"``, as the command line does for what it is given; entries of a
+    list are always kept). A folder, prefix or glob that matches nothing raises ``FileNotFoundError``; a URL whose
+    scheme has no fsspec implementation here, ``ValueError`` naming the package to install.
     """
     if missing not in ("record", "error"):
         raise ValueError(f"missing must be 'record' or 'error', got {missing!r}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    found: list[Path] = []
+    found: list[Media] = []
     for item in inputs:
-        _refuse_url(item)
-        path = Path(item).expanduser()
+        if is_url(item):
+            url = str(item)
+            if os.path.splitext(url)[1].lower() in _LIST_SUFFIXES and not any(c in url for c in "*?["):
+                found += _read_list(url)
+            else:
+                found += list_remote(url, exts, missing=missing)
+            continue
+        path = Path(_FILE_URL.sub("", str(item))).expanduser() if isinstance(item, str) else Path(item).expanduser()
         if path.is_dir():
             hits = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts)
             if not hits:
@@ -88,16 +105,16 @@ def find_media(
                 raise FileNotFoundError(f"{item}: no such file or folder")
             found.append(path)
     seen: set[str] = set()
-    unique = []
+    unique: list[Media] = []
     for p in found:
-        key = os.path.abspath(p)
+        key = p if isinstance(p, str) else os.path.abspath(p)
         if key not in seen:
             seen.add(key)
-            unique.append(Path(key))
+            unique.append(key if isinstance(p, str) else Path(key))
     return unique
 
 
-def readable_media(paths: Sequence[Path], *, need_video: bool = True) -> tuple[list[Path], dict[str, str]]:
+def readable_media(paths: Sequence[Media], *, need_video: bool = True) -> tuple[list[Media], dict[str, str]]:
     """Split ``paths`` into the files that open (with a video stream if ``need_video``) and ``{path: error}``."""
     good, bad = [], {}
     for p in paths:
@@ -107,7 +124,7 @@ def readable_media(paths: Sequence[Path], *, need_video: bool = True) -> tuple[l
                     raise DecodeError(p, "has no video stream")
                 if f.info.duration <= 0:
                     raise DecodeError(p, "has zero duration")
-            good.append(Path(p))
+            good.append(p if isinstance(p, str) and is_url(p) else Path(p))
         except DecodeError as e:
             bad[str(p)] = f"{type(e).__name__}: {e.problem}"
     return good, bad
