@@ -436,7 +436,8 @@ def _parser_extract(sub) -> None:
 def _parser_export(sub) -> None:
     s = sub.add_parser("export", help="an extraction folder as one Parquet or .npz file for pandas, datasets, numpy")
     s.add_argument("folder", metavar="DIR", help="a folder written by avidzoo extract")
-    s.add_argument("--to", required=True, metavar="FILE", help="features.parquet (needs pyarrow) or features.npz")
+    s.add_argument("--to", required=True, metavar="FILE", help="features.parquet (needs pyarrow) or features.npz, a "
+                   "path or a URL (s3://bucket/features.parquet)")
     s.set_defaults(func=_cmd_export)
 
 

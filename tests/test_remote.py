@@ -212,3 +212,30 @@ def test_a_scheme_without_its_package_is_named():
     """(The command line's exit 2 for it: tests/test_cli.py.)"""
     with pytest.raises(ValueError, match=r"gs:// URLs need gcsfs, which is not installed \(pip install gcsfs\)"):
         find_media("gs://bucket/videos/")
+
+
+def test_export_writes_to_a_bucket(small_model, videos, bucket, tmp_path):
+    """`avidzoo export` to s3://: Parquet with the per-clip embeddings as nested fixed-size lists (clips of D), and
+    .npz, read back from the bucket equal to the folder's features."""
+    name, _ = bucket
+    out = tmp_path / "feats"
+    avidzoo.extract_features(small_model, videos, out=out, clips_per_video=2, clip_agg="none", num_workers=0,
+                             progress=False)
+    feats = avidzoo.load_features(out)
+    assert cli(["export", str(out), "--to", f"s3://{name}/exports/f.parquet"]) == 0
+    assert cli(["export", str(out), "--to", f"s3://{name}/exports/f.npz"]) == 0
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    fs = s3fs.S3FileSystem()
+    with fs.open(f"{name}/exports/f.parquet", "rb") as f:
+        table = pq.read_table(f)
+    video = table.column("video").combine_chunks()
+    assert pa.types.is_fixed_size_list(video.type) and video.type.list_size == 2  # clips
+    assert pa.types.is_fixed_size_list(video.type.value_type) and video.type.value_type.list_size == 512
+    matrix = video.values.values.to_numpy(zero_copy_only=True).reshape(len(video), 2, 512)
+    torch.testing.assert_close(torch.from_numpy(matrix), feats["video"])
+    import numpy as np
+
+    with fs.open(f"{name}/exports/f.npz", "rb") as f, np.load(f) as z:
+        torch.testing.assert_close(torch.from_numpy(z["audio"]), feats["audio"])
+        assert list(z["paths"]) == feats.paths
