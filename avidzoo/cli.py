@@ -29,11 +29,13 @@ from .extract import (
     export_features,
     extract_with_ray,
     parse_shard,
+    read_rows,
     select_shard,
 )
 from .extract import status as extract_status
 from .factory import from_pretrained, list_models
 from .io import find_media
+from .io.shards import is_shard, member_shard
 from .manifest import get_manifest
 from .probe import linear_probe
 from .score import score_av
@@ -175,8 +177,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if rank_world()[0] != 0:  # under torchrun rank 0, the last to finish (it writes the snapshot), reports for all
         return 0
     report = extract_status(out)
-    failed = {p: e for p, e in report.failed.items() if p in mine}
-    print(f"done: {sum(p not in report.failed for p in mine)} of {len(mine)} inputs, failed: {len(failed)}, elapsed: "
+    # a tar shard stands for its media members, whose rows are named <shard>/<key>.<ext>
+    shards = {p for p in mine if is_shard(p)}
+    ours = {p for p in read_rows(out) if p in mine or member_shard(p, shards)} | (mine - shards)
+    failed = {p: e for p, e in report.failed.items() if p in ours}
+    print(f"done: {sum(p not in report.failed for p in ours)} of {len(ours)} inputs, failed: {len(failed)}, elapsed: "
           f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
           + (f"; the folder holds {report.done} done, {len(report.failed)} failed" if report.done + len(report.failed)
              > len(mine) else ""))

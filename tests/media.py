@@ -260,3 +260,16 @@ def make_esc50_like(root: str | Path, *, classes: int = 3, per_class: int = 6, f
             rows.append(f"{name},{k % folds + 1},{c},sound_{c},False,x,A")
     (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def write_shard(path: str | Path, members: list[tuple[str, bytes]]) -> Path:
+    """A WebDataset-style tar shard holding ``members`` (name, bytes) in that order."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return Path(path)

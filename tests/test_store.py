@@ -220,7 +220,7 @@ def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
     assert pa.types.is_fixed_size_list(video.type) and video.type.list_size == 512 and video.null_count == 1
     done = table.filter(pa.compute.equal(table.column("status"), "ok")).column("video").combine_chunks()
     matrix = done.values.to_numpy(zero_copy_only=True).reshape(len(done), 512)
-    torch.testing.assert_close(torch.from_numpy(matrix), clean["video"])
+    torch.testing.assert_close(torch.tensor(matrix), clean["video"])
     with pytest.raises(ValueError, match=r"\.parquet or \.npz"):
         avidzoo.extract.export_features(out, tmp_path / "f.csv")
 

@@ -12,11 +12,13 @@ from typing import Any
 import torch
 
 from ..errors import DecodeError, MissingStreamError
-from ..io import MediaFile, clip_span, coverage, snap_to_keyframes, uniform_starts
+from ..io import MEDIA_EXTENSIONS, MediaFile, clip_span, coverage, snap_to_keyframes, uniform_starts
 from ..io.frame_rules import FRAME_RULES, rule_clips
+from ..io.shards import shard_members
 from ..transforms import Transforms, clip_seconds
 
-__all__ = ["ClipDataset", "collate_items", "init_worker", "prepare_batch", "threaded_items", "stage_item"]
+__all__ = ["ClipDataset", "ShardClips", "collate_items", "init_worker", "prepare_batch", "threaded_items",
+           "stage_item"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -71,14 +73,23 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        path = self.paths[i]
+        return self.read(i, self.paths[i])
+
+    def read(self, index: Any, path: Path | str, *, fileobj: Any = None,
+             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The item of one input (``fileobj``: its open data, for a shard's member; ``metadata`` travels with it into
+        the index); an input that cannot be read gives ``{"index", "path", "error"}``, never an exception."""
         try:
-            with MediaFile(path, threads=self.decoder_threads, decoder=self.decoder, frames_on=self.frames_on) as f:
-                return self._read(i, path, f)
+            with MediaFile(path, threads=self.decoder_threads, decoder=self.decoder, frames_on=self.frames_on,
+                           fileobj=fileobj) as f:
+                item = self._read(index, path, f)
         except DecodeError as e:
-            return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
+            return {"index": index, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}
         except Exception as e:  # an unexpected failure on one file must not end a long run
-            return {"index": i, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+            return {"index": index, "path": str(path), "error": f"{type(e).__name__}: {e}"}
+        if metadata is not None:
+            item["metadata"] = metadata
+        return item
 
     def _starts(self, f: MediaFile, spans: dict[str, tuple[float, float]]) -> tuple[list[float], str]:
         first, last, placement = clip_span(spans, self.clip_durations)
@@ -89,7 +100,7 @@ class ClipDataset(torch.utils.data.Dataset):
             starts = snap_to_keyframes(starts, f.keyframe_times(), lag=lag, latest=last)
         return starts, placement
 
-    def _read(self, i: int, path: Path, f: MediaFile) -> dict[str, Any]:
+    def _read(self, i: Any, path: Path | str, f: MediaFile) -> dict[str, Any]:
         spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
         if not spans:
             raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
@@ -150,6 +161,34 @@ class ClipDataset(torch.utils.data.Dataset):
             raw["video"] = "crop" if crops is not None else "frames"
             return crops.contiguous() if crops is not None else frames
         return self.transforms.video(frames)
+
+
+class ShardClips(torch.utils.data.IterableDataset):
+    """The media members of WebDataset tar shards (:mod:`avidzoo.io.shards`), each shard read once as it streams by,
+    as :class:`ClipDataset` items (``"path"`` is ``<shard>/<key>.<ext>``, ``"metadata"`` the sample's ``.json``).
+    DataLoader workers take whole shards (``shards[worker::workers]``). ``positions`` are the shards' places in the
+    inputs: an item's ``"order"`` is ``(position, member number)``, how results are put in input order. Members in
+    ``skip`` (done before) are passed over without decoding; a shard that cannot be read is an error item named by
+    the shard."""
+
+    def __init__(self, clips: ClipDataset, shards: Sequence[Path | str], positions: Sequence[int],
+                 skip: set[str] = frozenset()) -> None:
+        self.clips, self.shards, self.positions, self.skip = clips, list(shards), list(positions), set(skip)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        mine = range(len(self.shards))[info.id::info.num_workers] if info else range(len(self.shards))
+        for k in mine:
+            for n, member in enumerate(shard_members(str(self.shards[k]), set(MEDIA_EXTENSIONS), skip=self.skip)):
+                order = (self.positions[k], n + 1)
+                if member.skipped:
+                    continue
+                if member.error:
+                    yield {"index": order, "order": order, "path": member.name, "error": f"ShardError: {member.error}"}
+                    continue
+                with member.data:
+                    item = self.clips.read(order, member.name, fileobj=member.data, metadata=member.metadata)
+                yield {**item, "order": order}
 
 
 def collate_items(items: list[dict]) -> list[dict]:

@@ -20,8 +20,9 @@ from ..config import normalize_modalities
 from ..errors import HardwareDecoderError
 from ..factory import create_transforms, from_pretrained
 from ..io import cuda_decoder_problem, find_media
+from ..io.shards import is_shard
 from ..models.avid import AVIDModel
-from .dataset import ClipDataset, collate_items, init_worker, prepare_batch, stage_item, threaded_items
+from .dataset import ClipDataset, ShardClips, collate_items, init_worker, prepare_batch, stage_item, threaded_items
 from .encoder import ClipEncoder, Layer
 from .plan import ThreadPlan, plan_threads
 from .store import (
@@ -222,34 +223,51 @@ class FeatureExtractor(ClipEncoder):
         return self._extract_to_dir(paths, Path(out), resume=resume, retry_failed=retry_failed,
                                     shard_size=shard_size, rank=rank, world=world)
 
-    def _loader(self, paths: Sequence[Path]) -> Iterable[list[dict]]:
+    def _loader(self, paths: Sequence[Path | str], skip: set[str] = frozenset()) -> Iterator[list[dict]]:
+        """Batches of one item: the files' (DataLoader workers, or threads for NVDEC), then the tar shards' members
+        (each shard streamed once, whole shards per worker; ``skip`` the members done before). Every item carries
+        ``"order"``, its place in the inputs."""
         hw = self.decoder == "cuda"
         # VMZ's fixed-size FAST_BILINEAR scale (XDC) runs in swscale: NVDEC's frames come to the host for it
         fixed_size = isinstance(getattr(self.transforms.video, "decoder_scale", None), tuple)
-        dataset = ClipDataset(paths, self.transforms, self.modalities, self.clips_per_video, self.sampling,
-                              preprocess=self.plan.preprocess, decoder_threads=self.plan.decoder_threads,
-                              decoder=self.decoder, frames_on=self.device if hw and not fixed_size else None)
-        if hw:
-            return threaded_items(dataset, self.plan.workers)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_items,
-            pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if self.num_workers else None,
-            prefetch_factor=4 if self.num_workers else None, persistent_workers=False,
-        )
+        files = [(k, p) for k, p in enumerate(paths) if not is_shard(p)]
+        shards = [(k, p) for k, p in enumerate(paths) if is_shard(p)]
+        dataset = ClipDataset([p for _, p in files], self.transforms, self.modalities, self.clips_per_video,
+                              self.sampling, preprocess=self.plan.preprocess,
+                              decoder_threads=self.plan.decoder_threads, decoder=self.decoder,
+                              frames_on=self.device if hw and not fixed_size else None)
 
-    def _iterate(self, paths: Sequence[Path]) -> Iterator[tuple[dict, dict[str, torch.Tensor] | None]]:
+        def loader(ds, workers):
+            return torch.utils.data.DataLoader(
+                ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_items,
+                pin_memory=self.device.type == "cuda", worker_init_fn=init_worker if workers else None,
+                prefetch_factor=4 if workers else None, persistent_workers=False)
+
+        if files:
+            for batch in threaded_items(dataset, self.plan.workers) if hw else loader(dataset, self.num_workers):
+                for item in batch:
+                    item["order"] = (files[item["index"]][0], 0)
+                yield batch
+        if shards:
+            members = ShardClips(dataset, [p for _, p in shards], [k for k, _ in shards], skip)
+            # NVDEC's frames stay in this process; software decoding takes up to one worker per shard
+            yield from ([item] for item in members) if hw else loader(members, min(self.num_workers, len(shards)))
+
+    def _iterate(self, paths: Sequence[Path | str],
+                 skip: set[str] = frozenset()) -> Iterator[tuple[dict, dict[str, torch.Tensor] | None]]:
         """Yield ``(item, features or None)`` per file, in completion order; clips of several files share batches."""
         batcher = ClipBatcher(self, lambda items: prepare_batch(items, self.modalities, self.transforms, self.device))
         copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         t0 = time.perf_counter()
-        with self.plan.applied(), tqdm(total=len(paths), unit="video", disable=not show_progress(self.progress),
+        total = None if any(is_shard(p) for p in paths) else len(paths)  # a shard's members are counted as read
+        with self.plan.applied(), tqdm(total=total, unit="video", disable=not show_progress(self.progress),
                   dynamic_ncols=True) as bar:
             def report(done):
                 bar.update(1)
                 bar.set_postfix(clips_s=f"{batcher.clips_done / (time.perf_counter() - t0):.1f}", refresh=False)
                 return done
 
-            for batch in self._loader(paths):
+            for batch in self._loader(paths, skip):
                 for item in batch:
                     if "error" in item:
                         yield report((item, None))
@@ -261,13 +279,13 @@ class FeatureExtractor(ClipEncoder):
                 yield report(done)
 
     def _extract_to_memory(self, paths: Sequence[Path]) -> ExtractionResult:
-        rows: dict[int, tuple[dict, dict]] = {}
+        rows: dict[tuple[int, int], tuple[dict, dict]] = {}
         failed = {}
         for item, feats in self._iterate(paths):
             if feats is None:
                 failed[item["path"]] = item["error"]
             else:
-                rows[item["index"]] = (item, feats)
+                rows[item["order"]] = (item, feats)
         order = sorted(rows)
         return build_result([ok_row(rows[i][0]) for i in order], [rows[i][1] for i in order], failed, self.meta())
 
@@ -285,7 +303,7 @@ class FeatureExtractor(ClipEncoder):
         todo = [p for p in paths if str(p) not in done]
         writer = ShardWriter(out, shard_size, self.modalities, writer=writer_id)
         try:
-            for item, feats in self._iterate(todo[rank::world]):
+            for item, feats in self._iterate(todo[rank::world], skip=done):
                 writer.add(item, feats)
         finally:
             writer.close()

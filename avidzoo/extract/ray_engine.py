@@ -21,6 +21,7 @@ from safetensors.torch import save as save_tensors
 
 from ..factory import create_transforms
 from ..io import find_media
+from ..io.shards import is_shard
 from ..models.avid import AVIDModel
 from ..transforms import Transforms
 from .dataset import ClipDataset, prepare_batch
@@ -127,6 +128,9 @@ def extract_with_ray(
     writer_id = new_writer_id()
     collect_garbage(out, keep=[writer_id])
     paths = select_shard(find_media(inputs), shard)
+    if any(is_shard(p) for p in paths):
+        raise ValueError("tar shards are read by the local engine for now (--engine local); the Ray engine takes "
+                         "files and URLs")
     done = done_paths(out, retry_failed) if resume else set()
     todo = [str(p) for p in paths if str(p) not in done]
     writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
 from ..io.remote import is_url, object_version
+from ..io.shards import is_shard, member_shard
 
 __all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
            "check_meta", "claim_meta", "reset_output", "read_index",
@@ -68,7 +69,7 @@ class ExtractionResult:
 
 # What an index row keeps of a file's item beyond its path and clip starts (see ClipDataset).
 _ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "audio_starts", "distinct_starts",
-                "version")
+                "version", "metadata")
 
 
 def ok_row(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -348,7 +349,9 @@ def status(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] | None = 
     rows = read_rows(out)
     done = sum(r["status"] == "ok" for r in rows.values())
     failed = {p: r.get("error", "") for p, r in rows.items() if r["status"] == "error"}
-    remaining = None if inputs is None else [str(p) for p in inputs if str(p) not in rows]
+    # a tar shard counts as begun once any of its members has a row (its members are not listed before it is read)
+    begun = {member_shard(p, {str(i) for i in inputs or () if is_shard(i)}) for p in rows}
+    remaining = None if inputs is None else [str(p) for p in inputs if str(p) not in rows and str(p) not in begun]
     writers = sorted({f.stem for f in (out / "parts").glob("*.jsonl")})
     running = sorted(live_writers(out))
     used = _indexed_shards(out)

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import av.codec.hwaccel
@@ -183,6 +183,8 @@ class MediaFile:
             device, :func:`avidzoo.io.colour.frame_to_rgb` there, and clips come back as tensors on it. With the
             ``cuda`` decoder and a CUDA device, frames stay on the GPU from decoding to the clip (``None``
             downloads them to the host as NV12 first). On the CPU this is the GPU path's conversion, for tests.
+        fileobj: an open, seekable binary file to read instead of ``path``, which then only names it (a shard's
+            member, :mod:`avidzoo.io.shards`).
         skip_in_window: with exact savings, also skip the non-reference frames inside a clip's window that no
             target takes (predicted from the packets' timestamps and confirmed by the decoded frames' own, else the
             group is decoded again without); off only to measure what it saves.
@@ -200,6 +202,7 @@ class MediaFile:
         skip_in_window: bool = True,
         decoder: Literal["software", "cuda"] = "software",
         frames_on: torch.device | str | None = None,
+        fileobj: Any = None,
     ) -> None:
         if frame_times not in ("original", "timestamps"):
             raise ValueError(f"frame_times must be 'original' or 'timestamps', got {frame_times!r}")
@@ -218,7 +221,8 @@ class MediaFile:
             hwaccel = av.codec.hwaccel.HWAccel("cuda", device=str(index), allow_software_fallback=True,
                                                is_hw_owned=on_gpu)
         # a URL stays a string (a Path would fold its "//"); its object is read through ranged requests
-        self.path: Path | str = str(path) if is_url(path) else Path(path)
+        self.path: Path | str = str(path) if is_url(path) or fileobj is not None else Path(path)
+        self._fileobj = fileobj
         self.threads, self.rotation_policy, self.on_vfr = threads, rotation, on_vfr
         self.frame_times, self.exact_savings = frame_times, exact_savings
         self.skip_in_window = skip_in_window
@@ -231,7 +235,7 @@ class MediaFile:
         self._reader: RemoteReader | None = None
         source = self._open_source()
         try:
-            self._container = av.open(source, metadata_errors="ignore", hwaccel=hwaccel)
+            self._container = av.open(source, "r", metadata_errors="ignore", hwaccel=hwaccel)
             fmt = self._container.format.name
             if fmt in _NOT_MEDIA_FORMATS or fmt.endswith("_pipe"):
                 self._container.close()
@@ -256,7 +260,13 @@ class MediaFile:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def _open_source(self) -> str | RemoteReader:
-        """What the demuxer opens: the local file's name, or a reader over the remote object."""
+        """What the demuxer opens: the local file's name, a reader over the remote object, or the file object."""
+        if self._fileobj is not None:
+            size = self._fileobj.seek(0, os.SEEK_END)
+            self._fileobj.seek(0)
+            if not size:
+                raise NotMediaError(self.path, "the member is empty (0 bytes)")
+            return self._fileobj
         if isinstance(self.path, Path):
             if not self.path.is_file():
                 raise MediaNotFoundError(self.path, "no such file")
@@ -279,6 +289,9 @@ class MediaFile:
     def _head(self) -> bytes:
         """The first bytes of the file or object (to tell a damaged media file from something else)."""
         try:
+            if self._fileobj is not None:
+                self._fileobj.seek(0)
+                return self._fileobj.read(12)
             if isinstance(self.path, Path):
                 with open(self.path, "rb") as f:
                     return f.read(12)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import DecodeError
 from .decode import MediaFile
 from .remote import is_url, list_remote, read_remote_text, remote_fs
+from .shards import expand_braces, is_shard
 
 __all__ = ["MEDIA_EXTENSIONS", "find_media", "readable_media"]
 
@@ -66,7 +67,9 @@ def find_media(
     """Media files named by ``inputs``, in order and without duplicates: local paths (absolute) and URLs (strings).
 
     Each input may be a media file, a folder (searched recursively for ``extensions``, sorted), a glob
-    (``"videos/**/*.mp4"``), or a ``.txt``/``.csv`` list (of paths and URLs); or the same at a URL (``s3://bucket/
+    (``"videos/**/*.mp4"``), a WebDataset tar shard or a brace pattern of them (``shards/shard-{000..099}.tar``,
+    :mod:`avidzoo.io.shards`: one input each, whose media members are read when extracting), or a ``.txt``/``.csv``
+    list (of paths and URLs); or the same at a URL (``s3://bucket/
     video.mp4``, a prefix ``s3://bucket/videos/``, ``s3://bucket/videos/*.mp4``, ``s3://bucket/list.txt``). A file
     or object that does not exist is kept, so that extraction records it as missing (``missing="record"``), or raises
     ``FileNotFoundError`` at once (``missing="error"``, as the command line does for what it is given; entries of a
@@ -77,6 +80,8 @@ def find_media(
         raise ValueError(f"missing must be 'record' or 'error', got {missing!r}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    # tar shard patterns expand first (shard-{000000..000099}.tar); a shard is one input, its members read later
+    inputs = [name for item in inputs for name in (expand_braces(str(item)) if is_shard(item) else [item])]
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: list[Media] = []
     for item in inputs:
