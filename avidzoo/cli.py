@@ -179,7 +179,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     report = extract_status(out)
     # a tar shard stands for its media members, whose rows are named <shard>/<key>.<ext>
     shards = {p for p in mine if is_shard(p)}
-    ours = {p for p in read_rows(out) if p in mine or member_shard(p, shards)} | (mine - shards)
+    ours = ({p for p in read_rows(out) if p in mine or member_shard(p, shards)} | (mine - shards)) if shards else mine
     failed = {p: e for p, e in report.failed.items() if p in ours}
     print(f"done: {sum(p not in report.failed for p in ours)} of {len(ours)} inputs, failed: {len(failed)}, elapsed: "
           f"{time.perf_counter() - t0:.1f} s, output: {out}" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")

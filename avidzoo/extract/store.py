@@ -350,7 +350,8 @@ def status(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] | None = 
     done = sum(r["status"] == "ok" for r in rows.values())
     failed = {p: r.get("error", "") for p, r in rows.items() if r["status"] == "error"}
     # a tar shard counts as begun once any of its members has a row (its members are not listed before it is read)
-    begun = {member_shard(p, {str(i) for i in inputs or () if is_shard(i)}) for p in rows}
+    shard_inputs = {str(i) for i in inputs or () if is_shard(i)}
+    begun = {member_shard(p, shard_inputs) for p in rows} if shard_inputs else set()
     remaining = None if inputs is None else [str(p) for p in inputs if str(p) not in rows and str(p) not in begun]
     writers = sorted({f.stem for f in (out / "parts").glob("*.jsonl")})
     running = sorted(live_writers(out))
