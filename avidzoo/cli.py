@@ -131,8 +131,9 @@ EXTRACT_EXAMPLE = """examples:
   avidzoo.load_features("feats/"). Any number of extract commands may write to one folder at once; rerunning a
   command resumes (finished videos are skipped). Under torchrun every rank takes its share of the videos.
 
-exit status: 0 every input done; 2 nothing done (bad arguments, an input that does not exist, a URL, settings
-  that differ from the folder's); 3 the run finished but some inputs failed (0 with --allow-failures).
+exit status: 0 every input done; 2 nothing done (bad arguments, an input that does not exist, a URL whose
+  scheme has no reader installed, settings that differ from the folder's); 3 the run finished but some inputs
+  failed (0 with --allow-failures).
 """
 
 
@@ -143,8 +144,9 @@ def _extractor_kwargs(args: argparse.Namespace) -> dict:
                 decoder=args.decoder)
 
 
-# Exit codes: 0 done; 2 nothing was done (bad arguments, a missing input, a URL, refused settings, any error said
-# before the run); FAILED_FILES the run finished but some of its inputs failed (recorded; 0 with --allow-failures).
+# Exit codes: 0 done; 2 nothing was done (bad arguments, a missing input, a URL without its reader, refused settings,
+# any error said before the run); FAILED_FILES the run finished but some of its inputs failed (recorded; 0 with
+# --allow-failures).
 FAILED_FILES = 3
 
 
@@ -159,7 +161,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         raise ValueError("extract needs INPUTS, --model and --out (or --status DIR)")
     t0 = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
-    # Every input checked before any work: a typo or a URL is said now, not recorded as a failed file later.
+    # Every input checked before any work: a typo or an unreadable URL is said now, not recorded as a failed file later.
     inputs = find_media(args.inputs, missing="error")
     mine = {str(p) for p in select_shard(inputs, shard)}
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
