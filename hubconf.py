@@ -8,7 +8,7 @@ Weights load through the same verified, cached resolver as ``pip install avidzoo
 
 # torch.hub checks that each of these imports; they are everything avidzoo imports.
 dependencies = ["torch", "torchvision", "torchaudio", "huggingface_hub", "safetensors", "einops", "av", "numpy",
-                "filelock", "tqdm", "yaml", "PIL"]
+                "filelock", "tqdm", "yaml", "PIL", "fsspec"]
 
 from avidzoo import create_model as _create_model  # noqa: E402
 from avidzoo import create_transforms as _create_transforms  # noqa: E402
