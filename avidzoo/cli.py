@@ -264,7 +264,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
         "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth,
-        "amp": args.amp, "max_bad_steps": args.max_bad_steps})
+        "amp": args.amp, "max_bad_steps": args.max_bad_steps, "keep_checkpoints": args.keep_checkpoints})
     if cfg is None:
         return 0
     run = pretrain(cfg)
@@ -291,7 +291,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "out": args.out, "protocol": args.protocol, "frames": args.frames, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "clips_per_video": args.clips_per_video, "num_workers": args.workers, "device": args.device,
-        "amp": args.amp, "max_bad_steps": args.max_bad_steps})
+        "amp": args.amp, "max_bad_steps": args.max_bad_steps, "keep_checkpoints": args.keep_checkpoints})
     if cfg is None:
         return 0
     run = finetune(cfg)
@@ -371,6 +371,8 @@ def _training_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--max-bad-steps", type=int, metavar="N",
                    help="stop after N steps in a row with a non-finite loss or gradients (each is skipped; default 20)")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    s.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="keep only the newest N checkpoints/epoch-NNN folders (default 0: every epoch's)")
     s.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 

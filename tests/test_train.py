@@ -48,7 +48,7 @@ def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, 
     videos and the held-out retrieval rises, then falls back as the banks memorise instance noise, so whether the last
     epochs passed depended on the CPU's rounding (2 of 5 seeds failed on an AVX-512 CPU)."""
     cfg = PretrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(tmp_path / "run"),
-                         recipe=recipe, epochs=14, lr=2e-4, seed=learning_seed,
+                         recipe=recipe, epochs=14, lr=2e-4, seed=learning_seed, keep_checkpoints=1,
                          loss={"num_negatives": 16, **extra}, **SMALL)
     run = pretrain(cfg)
     top1 = epoch_values(run, "val_retrieval_top1")
@@ -62,7 +62,7 @@ def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, 
         "cross_avid", "cross_avid")
     card = (run / "model" / "README.md").read_text()
     assert "## Training config" in card and recipe in card
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"epoch-{e:03d}" for e in range(14)]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-013"]  # keep_checkpoints=1
 
 
 def small_config(data: Path, out: Path, **kw) -> PretrainConfig:
@@ -76,7 +76,10 @@ def test_resume_continues_the_same_trajectory(data, tmp_path):
     full = pretrain(small_config(data, tmp_path / "full", epochs=3))
     part = pretrain(small_config(data, tmp_path / "part", epochs=1))
     assert len(step_values(part, "loss")) == 8
-    resumed = pretrain(small_config(data, tmp_path / "part", epochs=3, resume=True))
+    # Keeping only the newest checkpoint deletes each older one once the new one is complete; resume reads it.
+    resumed = pretrain(small_config(data, tmp_path / "part", epochs=3, resume=True, keep_checkpoints=1))
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["epoch-000", "epoch-001", "epoch-002"]
+    assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["epoch-002"]
     a, b = step_values(full, "loss"), step_values(resumed, "loss")
     assert a.keys() == b.keys() and len(a) == 24
     for step in a:
@@ -144,10 +147,11 @@ def test_config_files_presets_and_cli(tmp_path, capsys):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="unknown recipe"):
         PretrainConfig(data="x", recipe="nope").resolved()
-    assert cli(["pretrain", "--preset", "self_avid", "--data", "v/", "--print-config"]) == 0
+    assert cli(["pretrain", "--preset", "self_avid", "--data", "v/", "--keep-checkpoints", "3", "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["loss"]["xmodal"] == 0.0 and printed["loss"]["wmodal"] == 1.0 and printed["model"] == \
         "self_avid_r2plus1d"
+    assert printed["keep_checkpoints"] == 3
 
 
 def test_global_batchnorm_conversion_keeps_the_parameters_an_optimizer_holds():

@@ -350,7 +350,7 @@ def finetune(config: FinetuneConfig) -> Path:
                 export_model(model, run / "best")
             save_checkpoint(run, epoch, model, {"phase": phase, "best": best, "optimizer": optimizer.state_dict(),
                                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                                "skipped_steps": guard.skipped})
+                                                "skipped_steps": guard.skipped}, keep=cfg.keep_checkpoints)
         if world > 1:
             torch.distributed.barrier()
     if rank == 0 and val_data is not None:

@@ -244,7 +244,7 @@ def pretrain(config: PretrainConfig) -> Path:
             log.warning("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
             save_checkpoint(run, epoch, model, {"optimizer": optimizer.state_dict(),
                                                 "criterion": criterion.state_dict(), "config": json.dumps(training),
-                                                "skipped_steps": guard.skipped})
+                                                "skipped_steps": guard.skipped}, keep=cfg.keep_checkpoints)
         if world > 1:
             torch.distributed.barrier()
     return run

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,9 +28,10 @@ __all__ = ["RunOptions", "RunLogger", "read_metrics", "latest_checkpoint", "setu
 class RunOptions:
     """Settings every training run has: DataLoader processes, device (default ``cuda:LOCAL_RANK`` or CPU), mixed
     precision (see :func:`amp_settings`), seed, steps between logged rows, whether to continue the run folder's
-    last checkpoint, and how many steps in a row may have a non-finite loss or gradients (each is skipped, see
-    :class:`~avidzoo.train.guard.StepGuard`) before the run stops. 20 lets an fp16 loss scale fall from 2^16 to
-    2^-4 before giving up."""
+    last checkpoint, how many steps in a row may have a non-finite loss or gradients (each is skipped, see
+    :class:`~avidzoo.train.guard.StepGuard`) before the run stops (20 lets an fp16 loss scale fall from 2^16 to
+    2^-4 before giving up), and how many of the newest ``checkpoints/epoch-NNN`` folders to keep (0: all; an
+    R(2+1)D-18 checkpoint with its optimizer is about 150 MB, with AVID's memory banks far more)."""
 
     num_workers: int = 4
     device: str | None = None
@@ -38,6 +40,7 @@ class RunOptions:
     log_every: int = 10
     resume: bool = False
     max_bad_steps: int = 20
+    keep_checkpoints: int = 0
 
 
 def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,8 +162,13 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
 
 def latest_checkpoint(run: Path) -> Path | None:
     """The newest complete ``checkpoints/epoch-NNN`` folder (one with its ``training_state.pt``)."""
-    done = sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
+    done = _complete_checkpoints(run)
     return done[-1] if done else None
+
+
+def _complete_checkpoints(run: Path) -> list[Path]:
+    """The run's ``checkpoints/epoch-NNN`` folders that have their ``training_state.pt``, oldest first."""
+    return sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / "training_state.pt").is_file())
 
 
 def export_model(model, folder: Path) -> Path:
@@ -171,16 +179,20 @@ def export_model(model, folder: Path) -> Path:
     return folder
 
 
-def save_checkpoint(run: Path, epoch: int, model, state: dict[str, Any]) -> Path:
+def save_checkpoint(run: Path, epoch: int, model, state: dict[str, Any], keep: int = 0) -> Path:
     """Write ``checkpoints/epoch-NNN/`` (the model as ``save_pretrained`` writes it, and ``training_state.pt``
     atomically, after the model, so a complete folder always has both) and refresh ``run/model``. Nothing is written
-    when the model or the training state holds a non-finite tensor."""
+    when the model or the training state holds a non-finite tensor. With ``keep`` > 0, the complete checkpoints
+    older than the newest ``keep`` are deleted afterwards (so a crash mid-write never leaves fewer than ``keep``)."""
     folder = run / "checkpoints" / f"epoch-{epoch:03d}"
     check_finite(state, f"{folder}: the training state")
     export_model(model, folder)
     with atomic_path(folder / "training_state.pt") as tmp:
         torch.save({"epoch": epoch, **state}, tmp)
     model.save_pretrained(run / "model")  # checked above
+    if keep > 0:
+        for old in _complete_checkpoints(run)[:-keep]:
+            shutil.rmtree(old)
     return folder
 
 
