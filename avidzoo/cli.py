@@ -28,6 +28,7 @@ from .extract import (
     FeatureExtractor,
     export_features,
     extract_with_ray,
+    find_media_with_ray,
     parse_shard,
     read_rows,
     select_shard,
@@ -162,7 +163,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
     # Every input checked before any work: a typo or an unreadable URL is said now, not recorded as a failed file later.
-    inputs = find_media(args.inputs, missing="error")
+    # With Ray, the cluster's tasks list the remote inputs (this machine may not reach the store).
+    inputs = (find_media_with_ray(args.inputs, missing="error", address=args.ray_address) if args.engine == "ray"
+              else find_media(args.inputs, missing="error"))
     mine = {str(p) for p in select_shard(inputs, shard)}
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
                    modalities=args.modalities.split(",") if args.modalities else None,

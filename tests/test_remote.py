@@ -65,7 +65,9 @@ class FlakyProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's length is the object's, not that of its (empty) body
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD"
+                                 else str(len(data)))
                 self.end_headers()
                 if is_read and proxy.cut and proxy.cut in self.path and len(data) > 16:
                     self.wfile.write(data[: len(data) // 2])  # cut off mid-body
@@ -128,7 +130,7 @@ def extract(model, inputs, **kw):
 
 
 def assert_same_features(got: avidzoo.ExtractionResult, want: avidzoo.ExtractionResult) -> None:
-    assert len(got.paths) == len(want.paths) and not got.failed and not want.failed
+    assert len(got.paths) == len(want.paths) and not got.failed and not want.failed, got.failed
     for m in ("video", "audio"):
         torch.testing.assert_close(got[m], want[m], rtol=1e-6, atol=1e-6, msg=m)
     assert got.clip_starts == want.clip_starts
@@ -245,15 +247,77 @@ def test_export_writes_to_a_bucket(small_model, videos, bucket, tmp_path):
 def test_shards_in_a_bucket_stream_by(small_model, videos, bucket, tmp_path):
     """WebDataset shards at a URL, named by a brace pattern: each member an input, read in one pass over each shard
     (sequential ranged GETs, nothing on disk), the same features as the local files."""
+    pattern = upload_shards(videos, bucket, tmp_path)
+    name, _ = bucket
+    result = extract(small_model, pattern)
+    assert result.paths == [f"s3://{name}/shards/shard-000000.tar/s00.mp4",
+                            f"s3://{name}/shards/shard-000000.tar/s01.mp4",
+                            f"s3://{name}/shards/shard-000001.tar/s10.mkv"]
+    assert_same_features(result, extract(small_model, videos))
+
+
+def upload_shards(videos: list[Path], bucket, tmp_path: Path) -> str:
+    """Two shards in the bucket, ``s00.mp4 s01.mp4`` and ``s10.mkv`` (the videos in order), each with a ``.json``;
+    their brace pattern."""
     name, client = bucket
     for k, group in enumerate((videos[:2], videos[2:])):
         shard = write_shard(tmp_path / f"shard-{k:06d}.tar",
                             [m for i, v in enumerate(group) for m in ((f"s{k}{i}{v.suffix}", v.read_bytes()),
                                                                        (f"s{k}{i}.json", b'{"k": %d}' % k))])
         client.upload_file(str(shard), name, f"shards/{shard.name}")
-    pattern = f"s3://{name}/shards/shard-{{000000..000001}}.tar"
-    result = extract(small_model, pattern)
-    assert result.paths == [f"s3://{name}/shards/shard-000000.tar/s00.mp4",
-                            f"s3://{name}/shards/shard-000000.tar/s01.mp4",
-                            f"s3://{name}/shards/shard-000001.tar/s10.mkv"]
-    assert_same_features(result, extract(small_model, videos))
+    return f"s3://{name}/shards/shard-{{000000..000001}}.tar"
+
+
+def test_ray_lists_and_reads_in_its_tasks(small_model, videos, bucket, tmp_path, monkeypatch, capsys):
+    """`--engine ray` on a bucket prefix and a shard pattern, with a driver that cannot reach the store (its endpoint
+    is a closed port once Ray has started with the real one, as a laptop driving a cluster would be): Ray's tasks
+    list the prefix, stream the shards and, on resume, check the objects' versions. The features are the local
+    files', each input once; --shard K/N splits the shards."""
+    ray = pytest.importorskip("ray", reason='the Ray engine is an extra: pip install "avidzoo[ray]"')
+    from botocore.exceptions import EndpointConnectionError
+
+    from avidzoo.extract import find_media_with_ray
+
+    name, _ = bucket
+    pattern = upload_shards(videos, bucket, tmp_path)
+    local = extract(small_model, videos)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # its processes see the store
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # this process no longer does
+        s3fs.S3FileSystem.clear_instance_cache()
+        with pytest.raises(EndpointConnectionError):
+            find_media(f"s3://{name}/videos/")
+        prefix = [f"s3://{name}/videos/{v.name}" for v in videos]
+        members = [f"s3://{name}/shards/shard-000000.tar/s00.mp4", f"s3://{name}/shards/shard-000000.tar/s01.mp4",
+                   f"s3://{name}/shards/shard-000001.tar/s10.mkv"]
+        assert find_media_with_ray([f"s3://{name}/videos/", pattern]) == [
+            *prefix, f"s3://{name}/shards/shard-000000.tar", f"s3://{name}/shards/shard-000001.tar"]
+
+        out = tmp_path / "ray"
+        args = ["extract", f"s3://{name}/videos/", pattern, "--model", str(small_model), "--out", str(out),
+                "--engine", "ray", "--device", "cpu", "--clips-per-video", "2", "-q"]
+        assert cli(args) == 0
+        assert "done: 6 of 6 inputs, failed: 0" in capsys.readouterr().out
+        feats = avidzoo.load_features(out)
+        assert sorted(feats.paths) == sorted(prefix + members) and not feats.failed
+        for k, path in enumerate(prefix + members):
+            row = feats.paths.index(path)
+            for m in ("video", "audio"):
+                torch.testing.assert_close(feats[m][row], local[m][k % 3], rtol=1e-6, atol=1e-6)
+        rows = {r["path"]: r for r in map(json.loads, (out / "index.jsonl").read_text().splitlines())}
+        assert rows[members[2]]["metadata"] == {"k": 1} and all(rows[p]["version"] for p in prefix)
+
+        shards = sorted((out / "shards").iterdir())
+        assert cli(args) == 0  # resumed: versions checked by tasks, shard members passed over, nothing redone
+        assert sorted((out / "shards").iterdir()) == shards
+
+        half = tmp_path / "half"
+        assert cli(["extract", pattern, "--model", str(small_model), "--out", str(half), "--engine", "ray",
+                    "--device", "cpu", "--clips-per-video", "2", "-q", "--shard", "1/2"]) == 0
+        assert avidzoo.load_features(half).paths == members[2:]  # the second shard, whole
+        # a prefix without media is said at once, from the listing task (exit 2), as by the local engine
+        assert cli(["extract", f"s3://{name}/nothing/", "--model", str(small_model), "--out", str(tmp_path / "x"),
+                    "--engine", "ray"]) == 2
+        assert f"s3://{name}/nothing/: no media objects" in capsys.readouterr().err
+    finally:
+        ray.shutdown()

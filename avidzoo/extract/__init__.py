@@ -9,7 +9,7 @@ the cores) and ``store`` (the output folder: shards, index, resume, :func:`load_
 from .encoder import ClipEncoder
 from .export import export_features
 from .pipeline import FeatureExtractor, extract_features, parse_shard, select_shard
-from .ray_engine import extract_with_ray
+from .ray_engine import extract_with_ray, find_media_with_ray
 from .store import (
            FAILED_FILE,
            INDEX_FILE,
@@ -24,4 +24,5 @@ from .store import (
 
 __all__ = ["FeatureExtractor", "ClipEncoder", "extract_features", "load_features", "read_index", "read_rows",
            "status", "StoreStatus", "parse_shard", "select_shard", "export_features", "extract_with_ray",
+           "find_media_with_ray",
            "ExtractionResult", "INDEX_FILE", "META_FILE", "FAILED_FILE"]

@@ -17,8 +17,8 @@ from ..io.frame_rules import FRAME_RULES, rule_clips
 from ..io.shards import shard_members
 from ..transforms import Transforms, clip_seconds
 
-__all__ = ["ClipDataset", "ShardClips", "collate_items", "init_worker", "prepare_batch", "threaded_items",
-           "stage_item"]
+__all__ = ["ClipDataset", "ShardClips", "shard_items", "collate_items", "init_worker", "prepare_batch",
+           "threaded_items", "stage_item"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -179,16 +179,24 @@ class ShardClips(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         mine = range(len(self.shards))[info.id::info.num_workers] if info else range(len(self.shards))
         for k in mine:
-            for n, member in enumerate(shard_members(str(self.shards[k]), set(MEDIA_EXTENSIONS), skip=self.skip)):
-                order = (self.positions[k], n + 1)
-                if member.skipped:
-                    continue
-                if member.error:
-                    yield {"index": order, "order": order, "path": member.name, "error": f"ShardError: {member.error}"}
-                    continue
-                with member.data:
-                    item = self.clips.read(order, member.name, fileobj=member.data, metadata=member.metadata)
-                yield {**item, "order": order}
+            yield from shard_items(self.clips, self.shards[k], self.positions[k], self.skip)
+
+
+def shard_items(clips: ClipDataset, shard: Path | str, position: int,
+                skip: set[str] = frozenset()) -> Iterator[dict]:
+    """The :class:`ClipDataset` items of one shard's media members, read as the shard streams by (members in ``skip``
+    passed over without decoding); ``"order"`` is ``(position, member number)``. A shard that cannot be read (on, past
+    some point) gives an error item named by the shard."""
+    for n, member in enumerate(shard_members(str(shard), set(MEDIA_EXTENSIONS), skip=skip)):
+        order = (position, n + 1)
+        if member.skipped:
+            continue
+        if member.error:
+            yield {"index": order, "order": order, "path": member.name, "error": f"ShardError: {member.error}"}
+            continue
+        with member.data:
+            item = clips.read(order, member.name, fileobj=member.data, metadata=member.metadata)
+        yield {**item, "order": order}
 
 
 def collate_items(items: list[dict]) -> list[dict]:

@@ -3,14 +3,18 @@ anywhere in the cluster, the encoders as a pool of actors that each take a GPU w
 and the driver writes the results into the usual output folder as one more writer (see :mod:`.store`), so resume,
 ``--status`` and :func:`~avidzoo.extract.load_features` work unchanged.
 
-Between stages, a file's tensors travel as safetensors bytes (no pickling of data).
+The driver never reads object storage: URL prefixes, globs and lists are listed by Ray tasks
+(:func:`find_media_with_ray`), a resumed run asks tasks for the objects' versions, and a tar shard is one decoding
+task that streams it and yields its members one by one. Only names and features reach the driver, so it needs no
+credentials for the store; the cluster's nodes use their own (the standard AWS variables, instance roles, fsspec's
+configuration). Between stages, a file's tensors travel as safetensors bytes (no pickling of data).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +24,29 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..factory import create_transforms
-from ..io import find_media
-from ..io.shards import is_shard
+from ..io import MEDIA_EXTENSIONS, find_media
+from ..io.inputs import input_list, unique_media
+from ..io.remote import is_url, names_object
+from ..io.shards import is_shard, member_shard
 from ..models.avid import AVIDModel
 from ..transforms import Transforms
-from .dataset import ClipDataset, prepare_batch
+from .dataset import ClipDataset, prepare_batch, shard_items
 from .encoder import ClipEncoder
 from .pipeline import FeatureExtractor, select_shard
-from .store import ShardWriter, claim_meta, collect_garbage, done_paths, new_writer_id, reset_output, write_snapshot
+from .store import (
+    ShardWriter,
+    claim_meta,
+    collect_garbage,
+    done_paths,
+    new_writer_id,
+    object_versions,
+    reset_output,
+    write_snapshot,
+)
 
-__all__ = ["extract_with_ray", "RAY_HINT"]
+__all__ = ["extract_with_ray", "find_media_with_ray", "RAY_HINT"]
+
+_LIST_CHUNK = 64  # URL inputs listed per Ray task
 
 RAY_HINT = 'the Ray engine needs Ray Data: pip install "avidzoo[ray]"'
 
@@ -43,19 +60,87 @@ def _import_ray():
     return ray
 
 
+def _ensure_ray(address: str | None):
+    ray = _import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    return ray
+
+
+def _list_inputs(inputs: list[str], missing: str) -> list[str] | tuple[str, str]:
+    """Ray task: :func:`~avidzoo.io.find_media` of URL inputs, or ``(error type, message)`` for the driver to raise."""
+    try:
+        return [str(p) for p in find_media(inputs, missing=missing)]
+    except (FileNotFoundError, ValueError) as e:
+        return type(e).__name__, str(e)
+
+
+def find_media_with_ray(inputs: str | os.PathLike | Iterable[str | os.PathLike], *, missing: str = "record",
+                        address: str | None = None) -> list[Path | str]:
+    """:func:`~avidzoo.io.find_media` with the remote listing done by Ray tasks: URL prefixes, globs and lists (and,
+    with ``missing="error"``, each named object's existence) are resolved in the cluster, 64 inputs a task, in
+    parallel; local inputs here, as paths every node sees. A URL that names an object (``.mp4``, ``.tar``, ...)
+    is taken without a request when ``missing="record"``, so a resolved list resolves again for free. The errors are
+    :func:`~avidzoo.io.find_media`'s. Starts a local Ray (or joins ``address``) if none is running."""
+    ray = _ensure_ray(address)
+    lister = ray.remote(num_cpus=0.25, max_retries=2)(_list_inputs)
+    exts = set(MEDIA_EXTENSIONS)
+    parts: list[Any] = []  # in input order: names resolved here, or the task listing a run of URL inputs
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            parts.append(lister.remote(list(pending), missing))
+            pending.clear()
+
+    for item in input_list(inputs):
+        if is_url(item) and not (missing == "record" and names_object(str(item), exts)):
+            pending.append(str(item))
+            if len(pending) == _LIST_CHUNK:
+                flush()
+        else:
+            flush()
+            parts.append(find_media(item, missing=missing))
+    flush()
+    found: list[Path | str] = []
+    for part in parts:
+        listed = part if isinstance(part, list) else ray.get(part)
+        if isinstance(listed, tuple):
+            kind, message = listed
+            raise (FileNotFoundError if kind == "FileNotFoundError" else ValueError)(message)
+        found += listed
+    return unique_media(found)
+
+
+def _versions_in_tasks(urls: Sequence[str]) -> list[str | None]:
+    """:func:`~avidzoo.extract.store.object_versions` run by Ray tasks, 256 objects a task."""
+    ray = _import_ray()
+    task = ray.remote(num_cpus=0.25, max_retries=2)(object_versions)
+    chunks = [urls[i: i + 256] for i in range(0, len(urls), 256)]
+    return [v for chunk in ray.get([task.remote(c) for c in chunks]) for v in chunk]
+
+
 class _Decode:
-    """Ray Data CPU task: a row ``{"index", "path"}`` -> the decoded, transformed clips as safetensors bytes."""
+    """Ray Data CPU task: a row ``{"index", "path", "skip"}`` -> one row per decoded file, its clips transformed
+    and held as safetensors bytes. A file gives one row; a tar shard is streamed here and gives one row per media
+    member as it is read (members named in ``skip``, a JSON list, were done before)."""
 
     def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int,
                  sampling: str, preprocess: str) -> None:
         self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling, preprocess=preprocess)
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        self.dataset.paths = [row["path"]]
-        item = self.dataset[0]
-        tensors = {m: item.pop(m) for m in ("video", "audio") if m in item}
-        item["index"] = int(row["index"])
-        return {"item": json.dumps(item), "tensors": save_tensors(tensors) if tensors else b""}
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for index, path, skip in zip(batch["index"], batch["path"], batch["skip"]):
+            path = str(path)
+            if is_shard(path):
+                items = shard_items(self.dataset, path, int(index), set(json.loads(str(skip))))
+            else:
+                items = iter([self.dataset.read(int(index), path)])
+            for item in items:
+                item.pop("order", None)
+                tensors = {m: item.pop(m) for m in ("video", "audio") if m in item}
+                yield {"item": np.array([json.dumps(item)], dtype=object),
+                       "tensors": np.array([save_tensors(tensors) if tensors else b""], dtype=object)}
 
 
 class _Encode:
@@ -106,12 +191,11 @@ def extract_with_ray(
     extraction as for :class:`FeatureExtractor` (``modalities``, ``clips_per_video``, ``layer``, ``clip_agg``,
     ``normalize``, ``batch_size``, ``dtype``, ``device`` of the actors, ...); the local engine's thread plan
     (``num_workers``, ``decoder_threads``, ``torch_threads``, ``preprocess``), ``progress`` and ``compile`` do not
-    apply, and decoding is the software decoder's (``decoder="cuda"`` is refused). ``inputs`` are resolved as for
-    the local engine (:func:`~avidzoo.io.find_media`).
+    apply, and decoding is the software decoder's (``decoder="cuda"`` is refused). ``inputs`` are those of the local
+    engine, listed by Ray tasks where they are remote (:func:`find_media_with_ray`); ``shard=(k, n)`` takes every
+    n-th input, a tar shard counting as one.
     """
-    ray = _import_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    ray = _ensure_ray(address)
     if kwargs.pop("decoder", "auto") == "cuda":
         raise ValueError("--engine ray decodes in Ray Data's CPU tasks (the software decoder); decoder='cuda' is the "
                          "local engine's (NVDEC on the GPU the model runs on)")
@@ -127,12 +211,14 @@ def extract_with_ray(
     claim_meta(out, driver.meta())
     writer_id = new_writer_id()
     collect_garbage(out, keep=[writer_id])
-    paths = select_shard(find_media(inputs), shard)
-    if any(is_shard(p) for p in paths):
-        raise ValueError("tar shards are read by the local engine for now (--engine local); the Ray engine takes "
-                         "files and URLs")
-    done = done_paths(out, retry_failed) if resume else set()
+    paths = select_shard(find_media_with_ray(inputs), shard)
+    done = done_paths(out, retry_failed, versions=_versions_in_tasks) if resume else set()
     todo = [str(p) for p in paths if str(p) not in done]
+    shards = {p for p in todo if is_shard(p)}
+    skip: dict[str, list[str]] = {}  # each shard's members done before, passed over as it streams by
+    for name in done:
+        if (of := member_shard(name, shards)) is not None:
+            skip.setdefault(of, []).append(name)
     writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)
     try:
         if todo:
@@ -143,14 +229,16 @@ def extract_with_ray(
                        "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
                        "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
                        "fuse": kwargs.get("fuse", True), "device": device}
-            ds = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(todo)])
-            ds = ds.map(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
-                                                        "modalities": driver.modalities,
-                                                        "clips_per_video": driver.clips_per_video,
-                                                        "sampling": driver.sampling,
-                                                        # uint8 frames to GPU actors, model inputs to CPU ones
-                                                        "preprocess": "device" if gpus else "worker"},
-                        num_cpus=1, concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
+            ds = ray.data.from_items([{"index": i, "path": p, "skip": json.dumps(skip.get(p, []))}
+                                      for i, p in enumerate(todo)])
+            ds = ds.map_batches(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
+                                                                "modalities": driver.modalities,
+                                                                "clips_per_video": driver.clips_per_video,
+                                                                "sampling": driver.sampling,
+                                                                # uint8 frames to GPU actors, model inputs to CPU ones
+                                                                "preprocess": "device" if gpus else "worker"},
+                                batch_size=1, batch_format="numpy", num_cpus=1,
+                                concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
             ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
                                                                 "options": options},
                                 batch_size=files_per_batch, batch_format="numpy", concurrency=n_actors,

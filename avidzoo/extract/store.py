@@ -21,7 +21,7 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from ..io.remote import is_url, object_version
 from ..io.shards import is_shard, member_shard
 
 __all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
-           "check_meta", "claim_meta", "reset_output", "read_index",
-           "read_rows", "done_paths", "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
+           "check_meta", "claim_meta", "reset_output", "read_index", "read_rows", "object_versions", "done_paths",
+           "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
            "write_snapshot", "StoreStatus", "status", "load_features"]
 
 INDEX_FILE = "index.jsonl"
@@ -183,15 +183,22 @@ def read_rows(out: Path) -> dict[str, dict]:
     return {p: best[p][1] for p in paths}
 
 
-def done_paths(out: Path, retry_failed: bool) -> set[str]:
+def object_versions(urls: Sequence[str]) -> list[str | None]:
+    """:func:`~avidzoo.io.remote.object_version` of each URL, 16 metadata requests at a time."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:
+        return list(ex.map(object_version, urls))
+
+
+def done_paths(out: Path, retry_failed: bool,
+               versions: Callable[[Sequence[str]], list[str | None]] = object_versions) -> set[str]:
     """Files any writer has finished (failed ones too, unless ``retry_failed``), less the remote objects whose
-    content changed since (their ETag or version id differs from the one recorded): those are done again."""
+    content changed since (their ETag or version id differs from the one recorded): those are done again.
+    ``versions`` asks the store for the objects' versions now (the Ray engine asks from its tasks)."""
     rows = read_rows(out)
     done = {p for p, r in rows.items() if r["status"] == "ok" or not retry_failed}
     recorded = {p: rows[p]["version"] for p in done if is_url(p) and rows[p].get("version")}
     if recorded:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:  # one metadata request per object
-            now = dict(zip(recorded, ex.map(object_version, recorded)))
+        now = dict(zip(recorded, versions(list(recorded))))
         done -= {p for p, v in recorded.items() if now[p] != v}
     return done
 

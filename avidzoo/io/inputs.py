@@ -16,7 +16,7 @@ from .decode import MediaFile
 from .remote import is_url, list_remote, read_remote_text, remote_fs
 from .shards import expand_braces, is_shard
 
-__all__ = ["MEDIA_EXTENSIONS", "find_media", "readable_media"]
+__all__ = ["MEDIA_EXTENSIONS", "find_media", "input_list", "unique_media", "readable_media"]
 
 MEDIA_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts",
@@ -78,10 +78,7 @@ def find_media(
     """
     if missing not in ("record", "error"):
         raise ValueError(f"missing must be 'record' or 'error', got {missing!r}")
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    # tar shard patterns expand first (shard-{000000..000099}.tar); a shard is one input, its members read later
-    inputs = [name for item in inputs for name in (expand_braces(str(item)) if is_shard(item) else [item])]
+    inputs = input_list(inputs)
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: list[Media] = []
     for item in inputs:
@@ -109,6 +106,19 @@ def find_media(
             if missing == "error" and not path.exists():
                 raise FileNotFoundError(f"{item}: no such file or folder")
             found.append(path)
+    return unique_media(found)
+
+
+def input_list(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str | os.PathLike]:
+    """``inputs`` as a list, with tar shard patterns expanded (``shard-{000000..000099}.tar``: a shard is one input,
+    its members read when extracting)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    return [name for item in inputs for name in (expand_braces(str(item)) if is_shard(item) else [item])]
+
+
+def unique_media(found: Iterable[Media]) -> list[Media]:
+    """``found`` in order without repeats: local paths made absolute, URLs as they are."""
     seen: set[str] = set()
     unique: list[Media] = []
     for p in found:

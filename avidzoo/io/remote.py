@@ -25,7 +25,8 @@ import re
 import time
 from typing import Any
 
-__all__ = ["is_url", "url_scheme", "remote_fs", "list_remote", "read_remote_text", "object_version", "RemoteReader"]
+__all__ = ["is_url", "url_scheme", "remote_fs", "list_remote", "names_object", "read_remote_text", "object_version",
+           "RemoteReader"]
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _GLOB_CHARS = "*?["
@@ -63,7 +64,11 @@ def remote_fs(url: str) -> tuple[Any, str]:
 def list_remote(url: str, extensions: set[str], *, missing: str = "error") -> list[str]:
     """The media objects a URL names, as URLs, sorted: a glob's matches, a prefix's objects (recursively) or the
     object itself. A prefix or glob without media raises ``FileNotFoundError``; so does a missing object with
-    ``missing="error"`` (else it is kept, and extraction records it)."""
+    ``missing="error"`` (else it is kept, and extraction records it). With ``missing="record"``, a URL that names
+    an object by a media extension (or ``.tar``) is taken as it is, without a request: a list of a million resolved
+    URLs resolves again for free."""
+    if missing == "record" and names_object(url, extensions):
+        return [url]
     fs, path = remote_fs(url)
     fs.invalidate_cache()  # listings are cached per filesystem instance; an input is listed as it is now
     if any(c in path for c in _GLOB_CHARS):
@@ -85,6 +90,13 @@ def _is_media(path: str, extensions: set[str]) -> bool:
     return os.path.splitext(path)[1].lower() in extensions
 
 
+def names_object(url: str, extensions: set[str]) -> bool:
+    """Whether a URL names one object by its extension (a media file of ``extensions``, or a ``.tar`` shard), rather
+    than a prefix or a glob; a URL ending in ``.mp4`` could still be a prefix, which only a request would tell."""
+    return not url.endswith("/") and not any(c in url for c in _GLOB_CHARS) and (
+        _is_media(url, extensions) or url.lower().endswith(".tar"))
+
+
 def read_remote_text(url: str) -> str:
     """A remote list file's text."""
     fs, path = remote_fs(url)
@@ -95,6 +107,7 @@ def object_version(url: str) -> str | None:
     """What identifies an object's content: its version id where the store keeps versions, else its ETag, else its
     size and modification time; ``None`` where the store says none of these, or the object is gone."""
     fs, path = remote_fs(url)
+    fs.invalidate_cache(path)  # the object as it is now, not as a listing saw it
     try:
         return _version_of(fs.info(path))
     except (FileNotFoundError, OSError):
@@ -124,6 +137,7 @@ class RemoteReader(io.RawIOBase):
         self.block_size = block_size or int(os.environ.get("AVIDZOO_REMOTE_BLOCK_SIZE", 4 << 20))
         whole = whole_bytes if whole_bytes is not None else int(os.environ.get("AVIDZOO_REMOTE_WHOLE_BYTES", 64 << 20))
         self.retries = retries
+        self.fs.invalidate_cache(self.path)  # an earlier listing's entry would hide a change since
         info = self.fs.info(self.path)  # FileNotFoundError for a missing object
         self.size = int(info.get("size") or 0)
         if self.size <= whole:  # one GET: the read-ahead block covers the object
