@@ -245,8 +245,8 @@ def test_export_writes_to_a_bucket(small_model, videos, bucket, tmp_path):
 
 
 def test_shards_in_a_bucket_stream_by(small_model, videos, bucket, tmp_path):
-    """WebDataset shards at a URL, named by a brace pattern: each member an input, read in one pass over each shard
-    (sequential ranged GETs, nothing on disk), the same features as the local files."""
+    """WebDataset shards at a URL, named by a brace pattern or one by one: each member an input, read in one pass
+    over each shard (sequential ranged GETs, nothing on disk), the same features as the local files."""
     pattern = upload_shards(videos, bucket, tmp_path)
     name, _ = bucket
     result = extract(small_model, pattern)
@@ -254,6 +254,9 @@ def test_shards_in_a_bucket_stream_by(small_model, videos, bucket, tmp_path):
                             f"s3://{name}/shards/shard-000000.tar/s01.mp4",
                             f"s3://{name}/shards/shard-000001.tar/s10.mkv"]
     assert_same_features(result, extract(small_model, videos))
+    one = extract(small_model, f"s3://{name}/shards/shard-000000.tar")
+    assert one.paths == result.paths[:2]
+    assert_same_features(one, extract(small_model, videos[:2]))
 
 
 def upload_shards(videos: list[Path], bucket, tmp_path: Path) -> str:
@@ -272,7 +275,7 @@ def test_ray_lists_and_reads_in_its_tasks(small_model, videos, bucket, tmp_path,
     """`--engine ray` on a bucket prefix and a shard pattern, with a driver that cannot reach the store (its endpoint
     is a closed port once Ray has started with the real one, as a laptop driving a cluster would be): Ray's tasks
     list the prefix, stream the shards and, on resume, check the objects' versions. The features are the local
-    files', each input once; --shard K/N splits the shards."""
+    files', each input once; --shard K/N splits the shards; a member named by itself is read from its shard."""
     ray = pytest.importorskip("ray", reason='the Ray engine is an extra: pip install "avidzoo[ray]"')
     from botocore.exceptions import EndpointConnectionError
 
@@ -311,10 +314,11 @@ def test_ray_lists_and_reads_in_its_tasks(small_model, videos, bucket, tmp_path,
         assert cli(args) == 0  # resumed: versions checked by tasks, shard members passed over, nothing redone
         assert sorted((out / "shards").iterdir()) == shards
 
+        # inputs: a member by its name, then the two shards; worker 0 of 2 takes the member and the second shard
         half = tmp_path / "half"
-        assert cli(["extract", pattern, "--model", str(small_model), "--out", str(half), "--engine", "ray",
-                    "--device", "cpu", "--clips-per-video", "2", "-q", "--shard", "1/2"]) == 0
-        assert avidzoo.load_features(half).paths == members[2:]  # the second shard, whole
+        assert cli(["extract", members[0], pattern, "--model", str(small_model), "--out", str(half), "--engine",
+                    "ray", "--device", "cpu", "--clips-per-video", "2", "-q", "--shard", "0/2"]) == 0
+        assert avidzoo.load_features(half).paths == [members[0], members[2]]
         # a prefix without media is said at once, from the listing task (exit 2), as by the local engine
         assert cli(["extract", f"s3://{name}/nothing/", "--model", str(small_model), "--out", str(tmp_path / "x"),
                     "--engine", "ray"]) == 2

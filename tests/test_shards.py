@@ -62,6 +62,32 @@ def test_members_are_inputs_with_their_samples_metadata(small_model, shards, tmp
     assert sorted((out / "shards").iterdir()) == shard_files
 
 
+def test_a_member_is_an_input_by_its_name(small_model, shards, tmp_path, capsys):
+    """`<shard>/<key>.<ext>`, as the index and failed.txt name a member, is an input: its shard is streamed up to it;
+    so failed.txt with --retry-failed tries exactly the failed members again. A member the shard lacks is a failed
+    input, not a lost one; a member of a shard that does not exist is said at once."""
+    d, (s0, s1), names = shards
+    second = f"{s0}/clip0002.mkv"
+    one = avidzoo.extract_features(small_model, [second, f"{s1}/nothing.mp4"], clips_per_video=2, num_workers=0,
+                                   progress=False)
+    assert one.paths == [second] and "no such member" in one.failed[f"{s1}/nothing.mp4"]
+    local = avidzoo.extract_features(small_model, [names[second]], clips_per_video=2, num_workers=0, progress=False)
+    for m in ("video", "audio"):
+        torch.testing.assert_close(one[m], local[m], rtol=1e-6, atol=1e-6)
+    out = tmp_path / "feats"
+    args = ["--model", str(small_model), "--out", str(out), "-q", "--clips-per-video", "2"]
+    assert cli(["extract", str(s0), str(s1), *args]) == 3
+    assert (out / "failed.txt").read_text() == f"{s1}/clip0005.mp4\n"
+    capsys.readouterr()
+    assert cli(["extract", str(out / "failed.txt"), *args, "--retry-failed"]) == 3  # still damaged, tried once more
+    assert "done: 0 of 1 inputs, failed: 1" in capsys.readouterr().out
+    tried = [r for part in (out / "parts").glob("*.jsonl") for r in map(json.loads, part.read_text().splitlines())
+             if r["path"] == f"{s1}/clip0005.mp4"]
+    assert len(tried) == 2 and all(r["status"] == "error" for r in tried)  # once per run, by its own writer
+    assert cli(["extract", str(d / "shard-000009.tar" / "clip0001.mp4"), *args]) == 2
+    assert "no such shard" in capsys.readouterr().err
+
+
 def test_shard_k_of_n_splits_shards(small_model, shards, tmp_path, capsys):
     d, (s0, s1), _ = shards
     out = tmp_path / "feats"

@@ -166,28 +166,29 @@ class ClipDataset(torch.utils.data.Dataset):
 class ShardClips(torch.utils.data.IterableDataset):
     """The media members of WebDataset tar shards (:mod:`avidzoo.io.shards`), each shard read once as it streams by,
     as :class:`ClipDataset` items (``"path"`` is ``<shard>/<key>.<ext>``, ``"metadata"`` the sample's ``.json``).
-    DataLoader workers take whole shards (``shards[worker::workers]``). ``positions`` are the shards' places in the
-    inputs: an item's ``"order"`` is ``(position, member number)``, how results are put in input order. Members in
-    ``skip`` (done before) are passed over without decoding; a shard that cannot be read is an error item named by
-    the shard."""
+    ``streams`` are :func:`~avidzoo.io.shards.shard_streams`' ``(position, shard, only)``; DataLoader workers take
+    whole streams (``streams[worker::workers]``). An item's ``"order"`` is ``(position, member number)``, how results
+    are put in input order. Members in ``skip`` (done before) are passed over without decoding; a shard that cannot be
+    read is an error item named by the shard."""
 
-    def __init__(self, clips: ClipDataset, shards: Sequence[Path | str], positions: Sequence[int],
+    def __init__(self, clips: ClipDataset, streams: Sequence[tuple[int, str, set[str] | None]],
                  skip: set[str] = frozenset()) -> None:
-        self.clips, self.shards, self.positions, self.skip = clips, list(shards), list(positions), set(skip)
+        self.clips, self.streams, self.skip = clips, list(streams), set(skip)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        mine = range(len(self.shards))[info.id::info.num_workers] if info else range(len(self.shards))
-        for k in mine:
-            yield from shard_items(self.clips, self.shards[k], self.positions[k], self.skip)
+        mine = self.streams[info.id::info.num_workers] if info else self.streams
+        for position, shard, only in mine:
+            yield from shard_items(self.clips, shard, position, self.skip, only)
 
 
-def shard_items(clips: ClipDataset, shard: Path | str, position: int,
-                skip: set[str] = frozenset()) -> Iterator[dict]:
-    """The :class:`ClipDataset` items of one shard's media members, read as the shard streams by (members in ``skip``
-    passed over without decoding); ``"order"`` is ``(position, member number)``. A shard that cannot be read (on, past
-    some point) gives an error item named by the shard."""
-    for n, member in enumerate(shard_members(str(shard), set(MEDIA_EXTENSIONS), skip=skip)):
+def shard_items(clips: ClipDataset, shard: Path | str, position: int, skip: set[str] = frozenset(),
+                only: set[str] | None = None) -> Iterator[dict]:
+    """The :class:`ClipDataset` items of one shard's media members (those in ``only``, if given), read as the shard
+    streams by (members in ``skip`` passed over without decoding); ``"order"`` is ``(position, member number)``. A
+    shard that cannot be read (on, past some point) gives an error item named by the shard, a member asked for that
+    the shard does not have an error item named by the member."""
+    for n, member in enumerate(shard_members(str(shard), set(MEDIA_EXTENSIONS), skip=skip, only=only)):
         order = (position, n + 1)
         if member.skipped:
             continue

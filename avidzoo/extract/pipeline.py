@@ -20,7 +20,7 @@ from ..config import normalize_modalities
 from ..errors import HardwareDecoderError
 from ..factory import create_transforms, from_pretrained
 from ..io import cuda_decoder_problem, find_media
-from ..io.shards import is_shard
+from ..io.shards import is_shard, shard_streams, split_member
 from ..models.avid import AVIDModel
 from .dataset import ClipDataset, ShardClips, collate_items, init_worker, prepare_batch, stage_item, threaded_items
 from .encoder import ClipEncoder, Layer
@@ -230,8 +230,8 @@ class FeatureExtractor(ClipEncoder):
         hw = self.decoder == "cuda"
         # VMZ's fixed-size FAST_BILINEAR scale (XDC) runs in swscale: NVDEC's frames come to the host for it
         fixed_size = isinstance(getattr(self.transforms.video, "decoder_scale", None), tuple)
-        files = [(k, p) for k, p in enumerate(paths) if not is_shard(p)]
-        shards = [(k, p) for k, p in enumerate(paths) if is_shard(p)]
+        files = [(k, p) for k, p in enumerate(paths) if not is_shard(p) and split_member(p) is None]
+        shards = shard_streams(paths)  # whole shards, and those that hold members named as inputs
         dataset = ClipDataset([p for _, p in files], self.transforms, self.modalities, self.clips_per_video,
                               self.sampling, preprocess=self.plan.preprocess,
                               decoder_threads=self.plan.decoder_threads, decoder=self.decoder,
@@ -249,7 +249,7 @@ class FeatureExtractor(ClipEncoder):
                     item["order"] = (files[item["index"]][0], 0)
                 yield batch
         if shards:
-            members = ShardClips(dataset, [p for _, p in shards], [k for k, _ in shards], skip)
+            members = ShardClips(dataset, shards, skip)
             # NVDEC's frames stay in this process; software decoding takes up to one worker per shard
             yield from ([item] for item in members) if hw else loader(members, min(self.num_workers, len(shards)))
 
@@ -259,7 +259,7 @@ class FeatureExtractor(ClipEncoder):
         batcher = ClipBatcher(self, lambda items: prepare_batch(items, self.modalities, self.transforms, self.device))
         copies = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         t0 = time.perf_counter()
-        total = None if any(is_shard(p) for p in paths) else len(paths)  # a shard's members are counted as read
+        total = None if shard_streams(paths) else len(paths)  # a shard's members are counted as read
         with self.plan.applied(), tqdm(total=total, unit="video", disable=not show_progress(self.progress),
                   dynamic_ncols=True) as bar:
             def report(done):

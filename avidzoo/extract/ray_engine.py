@@ -27,7 +27,7 @@ from ..factory import create_transforms
 from ..io import MEDIA_EXTENSIONS, find_media
 from ..io.inputs import input_list, unique_media
 from ..io.remote import is_url, names_object
-from ..io.shards import is_shard, member_shard
+from ..io.shards import is_shard, member_shard, shard_streams, split_member
 from ..models.avid import AVIDModel
 from ..transforms import Transforms
 from .dataset import ClipDataset, prepare_batch, shard_items
@@ -121,19 +121,21 @@ def _versions_in_tasks(urls: Sequence[str]) -> list[str | None]:
 
 
 class _Decode:
-    """Ray Data CPU task: a row ``{"index", "path", "skip"}`` -> one row per decoded file, its clips transformed
-    and held as safetensors bytes. A file gives one row; a tar shard is streamed here and gives one row per media
-    member as it is read (members named in ``skip``, a JSON list, were done before)."""
+    """Ray Data CPU task: a row ``{"index", "path", "skip", "only"}`` -> one row per decoded file, its clips
+    transformed and held as safetensors bytes. A file gives one row; a tar shard is streamed here and gives one row
+    per media member as it is read (members named in ``skip``, a JSON list, were done before; ``only``, a JSON list or
+    null, the members asked for by name)."""
 
     def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int,
                  sampling: str, preprocess: str) -> None:
         self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling, preprocess=preprocess)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        for index, path, skip in zip(batch["index"], batch["path"], batch["skip"]):
-            path = str(path)
+        for index, path, skip, only in zip(batch["index"], batch["path"], batch["skip"], batch["only"]):
+            path, only = str(path), json.loads(str(only))
             if is_shard(path):
-                items = shard_items(self.dataset, path, int(index), set(json.loads(str(skip))))
+                items = shard_items(self.dataset, path, int(index), set(json.loads(str(skip))),
+                                    set(only) if only is not None else None)
             else:
                 items = iter([self.dataset.read(int(index), path)])
             for item in items:
@@ -214,11 +216,18 @@ def extract_with_ray(
     paths = select_shard(find_media_with_ray(inputs), shard)
     done = done_paths(out, retry_failed, versions=_versions_in_tasks) if resume else set()
     todo = [str(p) for p in paths if str(p) not in done]
-    shards = {p for p in todo if is_shard(p)}
+    # one row a file, and one a shard to stream (whole, or for the members named as inputs)
+    streams = shard_streams(todo)
     skip: dict[str, list[str]] = {}  # each shard's members done before, passed over as it streams by
+    streamed = {shard for _, shard, _ in streams}
     for name in done:
-        if (of := member_shard(name, shards)) is not None:
+        if (of := member_shard(name, streamed)) is not None:
             skip.setdefault(of, []).append(name)
+    rows = sorted([{"index": k, "path": p, "skip": "[]", "only": "null"} for k, p in enumerate(todo)
+                   if not is_shard(p) and split_member(p) is None] +
+                  [{"index": k, "path": shard, "skip": json.dumps(skip.get(shard, [])),
+                    "only": json.dumps(sorted(only) if only is not None else None)} for k, shard, only in streams],
+                  key=lambda row: row["index"])
     writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)
     try:
         if todo:
@@ -229,8 +238,7 @@ def extract_with_ray(
                        "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
                        "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
                        "fuse": kwargs.get("fuse", True), "device": device}
-            ds = ray.data.from_items([{"index": i, "path": p, "skip": json.dumps(skip.get(p, []))}
-                                      for i, p in enumerate(todo)])
+            ds = ray.data.from_items(rows)
             ds = ds.map_batches(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
                                                                 "modalities": driver.modalities,
                                                                 "clips_per_video": driver.clips_per_video,

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import DecodeError
 from .decode import MediaFile
 from .remote import is_url, list_remote, read_remote_text, remote_fs
-from .shards import expand_braces, is_shard
+from .shards import expand_braces, is_shard, split_member
 
 __all__ = ["MEDIA_EXTENSIONS", "find_media", "input_list", "unique_media", "readable_media"]
 
@@ -68,7 +68,8 @@ def find_media(
 
     Each input may be a media file, a folder (searched recursively for ``extensions``, sorted), a glob
     (``"videos/**/*.mp4"``), a WebDataset tar shard or a brace pattern of them (``shards/shard-{000..099}.tar``,
-    :mod:`avidzoo.io.shards`: one input each, whose media members are read when extracting), or a ``.txt``/``.csv``
+    :mod:`avidzoo.io.shards`: one input each, whose media members are read when extracting), one member of a shard
+    (``shards/shard-000000.tar/key.mp4``, as the index and ``failed.txt`` name it), or a ``.txt``/``.csv``
     list (of paths and URLs); or the same at a URL (``s3://bucket/
     video.mp4``, a prefix ``s3://bucket/videos/``, ``s3://bucket/videos/*.mp4``, ``s3://bucket/list.txt``). A file
     or object that does not exist is kept, so that extraction records it as missing (``missing="record"``), or raises
@@ -82,6 +83,13 @@ def find_media(
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found: list[Media] = []
     for item in inputs:
+        if (shard := split_member(item)) is not None:  # one member of a tar shard, as the index names it
+            if missing == "error" and is_url(shard):
+                list_remote(shard, {".tar"})  # FileNotFoundError where the shard is not there
+            elif missing == "error" and not Path(_FILE_URL.sub("", shard)).expanduser().is_file():
+                raise FileNotFoundError(f"{item}: no such shard {shard}")
+            found.append(str(item) if is_url(item) else Path(_FILE_URL.sub("", str(item))).expanduser())
+            continue
         if is_url(item):
             url = str(item)
             if os.path.splitext(url)[1].lower() in _LIST_SUFFIXES and not any(c in url for c in "*?["):

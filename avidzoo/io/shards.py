@@ -3,10 +3,11 @@
 A shard is a ``.tar`` (local, or at a URL through :mod:`avidzoo.io.remote`; brace patterns such as
 ``shard-{000000..000099}.tar`` expand) whose members are grouped into samples by key, as WebDataset and video2dataset
 write them: ``dir/key.mp4``, ``dir/key.json``, ... (the key is the member name up to the first dot of its base name).
-Each media member is an input named ``<shard>/<key>.<ext>``, and the sample's ``.json`` (if any) travels with it
-as metadata. A shard is read once, front to back, never written to disk first: a member is copied into a spool
-that stays in memory up to ``AVIDZOO_SHARD_SPOOL_BYTES`` (64 MiB) and goes to a temporary file beyond, and the
-decoder reads it from there.
+Each media member is an input named ``<shard>/<key>.<ext>``, and the sample's ``.json`` (if any) travels with it as
+metadata. Such a name is an input by itself too (as ``failed.txt`` lists failed members): the shard is streamed
+until its named members have been read. A shard is read once, front to back, never written to disk first: a member
+is copied into a spool that stays in memory up to ``AVIDZOO_SHARD_SPOOL_BYTES`` (64 MiB) and goes to a temporary
+file beyond, and the decoder reads it from there.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .remote import is_url, remote_fs
 
-__all__ = ["is_shard", "expand_braces", "ShardMember", "shard_members", "member_shard"]
+__all__ = ["is_shard", "expand_braces", "ShardMember", "shard_members", "member_shard", "split_member",
+           "shard_streams"]
 
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _STREAM_BLOCK = 8 << 20  # sequential reads of a remote shard
@@ -60,6 +62,27 @@ def member_shard(name: str, shards: set[str]) -> str | None:
     return None
 
 
+def split_member(name: object) -> str | None:
+    """The shard of an input that names one of its members (``<shard>.tar/<key>.<ext>``), else ``None``."""
+    text = str(name)
+    at = text.lower().find(".tar/")
+    return text[: at + 4] if at >= 0 else None
+
+
+def shard_streams(inputs: Sequence[object]) -> list[tuple[int, str, set[str] | None]]:
+    """The shards to stream for ``inputs``, in input order: ``(position, shard, only)``, where ``only`` is the set of
+    member names asked for by themselves, or ``None`` for a whole shard (which then serves its named members too)."""
+    streams: dict[str, tuple[int, set[str] | None]] = {}
+    for k, item in enumerate(inputs):
+        if is_shard(item):
+            streams[str(item)] = (streams.get(str(item), (k, None))[0], None)
+        elif (shard := split_member(item)) is not None:
+            position, only = streams.setdefault(shard, (k, set()))
+            if only is not None:
+                only.add(str(item))
+    return [(k, shard, only) for shard, (k, only) in streams.items()]
+
+
 @dataclass
 class ShardMember:
     """A media member of a shard: ``name`` (``<shard>/<key>.<ext>``), ``data`` (a seekable spool, for the decoder)
@@ -79,12 +102,15 @@ def _open_stream(shard: str) -> IO[bytes]:
     return open(shard, "rb")
 
 
-def shard_members(shard: str, extensions: set[str], *, skip: set[str] = frozenset()) -> Iterator[ShardMember]:
+def shard_members(shard: str, extensions: set[str], *, skip: set[str] = frozenset(),
+                  only: set[str] | None = None) -> Iterator[ShardMember]:
     """The media members of ``shard`` in the order they are stored, read in one pass. Members named in ``skip``
-    (done by an earlier run) come out with ``skipped`` and no data; a shard that cannot be read or ends early gives
-    a member with ``error`` (the rest of it cannot be reached) rather than raising."""
+    (done by an earlier run), or not in ``only`` when it is given, come out with ``skipped`` and no data, and the
+    reading stops once every member in ``only`` has been seen; a shard that cannot be read or ends early gives a
+    member with ``error`` (the rest of it cannot be reached) rather than raising."""
     spool_bytes = int(os.environ.get("AVIDZOO_SHARD_SPOOL_BYTES", 64 << 20))
     sample_key, members, meta = None, [], None
+    wanted = set(only) if only is not None else None
 
     def flush():
         for name, spool in members:
@@ -100,6 +126,8 @@ def shard_members(shard: str, extensions: set[str], *, skip: set[str] = frozense
                 ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
                 if key != sample_key:
                     yield from flush()
+                    if wanted is not None and not wanted:
+                        return  # every member asked for has been read
                     sample_key, members, meta = key, [], None
                 if ext == ".json":
                     try:
@@ -108,6 +136,11 @@ def shard_members(shard: str, extensions: set[str], *, skip: set[str] = frozense
                         meta = None
                 elif ext in extensions:
                     name = f"{shard}/{info.name}"
+                    if wanted is not None:
+                        if name not in wanted:
+                            members.append((name, None))
+                            continue
+                        wanted.discard(name)
                     if name in skip:
                         members.append((name, None))
                         continue
@@ -119,6 +152,8 @@ def shard_members(shard: str, extensions: set[str], *, skip: set[str] = frozense
                     spool.seek(0)
                     members.append((name, spool))
             yield from flush()
+        for name in sorted(wanted or ()):  # asked for by name, and not in the shard
+            yield ShardMember(name, None, None, error="the shard has no such member")
     except (tarfile.TarError, OSError, EOFError) as e:
         yield from flush()
         yield ShardMember(shard, None, None, error=f"the shard cannot be read past this point ({e})")
