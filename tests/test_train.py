@@ -46,14 +46,15 @@ def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, 
     """Held-out video-to-audio retrieval among 8 pairs (chance 1/8), averaged over the last 4 epochs. At lr 2e-4
     (the recipes' own rate) it climbs to 1.0 and stays; at the 5e-4 this test used before, Adam overshoots on 32
     videos and the held-out retrieval rises, then falls back as the banks memorise instance noise, so whether the last
-    epochs passed depended on the CPU's rounding (2 of 5 seeds failed on an AVX-512 CPU)."""
+    epochs passed depended on the CPU's rounding (2 of 5 seeds failed on an AVX-512 CPU). 9 epochs (14 before, for
+    suite time): .ci/sweep_learning over seeds 0-4 x 1 and 2 threads gave last-4 means of 0.84-1.0 against 0.5."""
     cfg = PretrainConfig(data=str(data / "train"), val_data=str(data / "val"), out=str(tmp_path / "run"),
-                         recipe=recipe, epochs=14, lr=2e-4, seed=learning_seed, keep_checkpoints=1,
+                         recipe=recipe, epochs=9, lr=2e-4, seed=learning_seed, keep_checkpoints=1,
                          loss={"num_negatives": 16, **extra}, **SMALL)
     run = pretrain(cfg)
     top1 = epoch_values(run, "val_retrieval_top1")
     chance = epoch_values(run, "val_chance")[0]
-    assert chance == 1 / 8 and len(top1) == 14
+    assert chance == 1 / 8 and len(top1) == 9
     margin("val_top1_last4_mean", sum(top1[-4:]) / 4, 4 * chance, top1)
     losses = epoch_values(run, "loss")
     assert min(losses[-3:]) < losses[0]
@@ -62,7 +63,7 @@ def test_pretraining_learns_audio_visual_correspondence(data, tmp_path, recipe, 
         "cross_avid", "cross_avid")
     card = (run / "model" / "README.md").read_text()
     assert "## Training config" in card and recipe in card
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-013"]  # keep_checkpoints=1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-008"]  # keep_checkpoints=1
 
 
 def small_config(data: Path, out: Path, **kw) -> PretrainConfig:
@@ -73,15 +74,15 @@ def small_config(data: Path, out: Path, **kw) -> PretrainConfig:
 
 
 def test_resume_continues_the_same_trajectory(data, tmp_path):
-    full = pretrain(small_config(data, tmp_path / "full", epochs=3))
+    full = pretrain(small_config(data, tmp_path / "full", epochs=2))
     part = pretrain(small_config(data, tmp_path / "part", epochs=1))
     assert len(step_values(part, "loss")) == 8
     # Keeping only the newest checkpoint deletes each older one once the new one is complete; resume reads it.
-    resumed = pretrain(small_config(data, tmp_path / "part", epochs=3, resume=True, keep_checkpoints=1))
-    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["epoch-000", "epoch-001", "epoch-002"]
-    assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["epoch-002"]
+    resumed = pretrain(small_config(data, tmp_path / "part", epochs=2, resume=True, keep_checkpoints=1))
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["epoch-000", "epoch-001"]
+    assert [p.name for p in (resumed / "checkpoints").iterdir()] == ["epoch-001"]
     a, b = step_values(full, "loss"), step_values(resumed, "loss")
-    assert a.keys() == b.keys() and len(a) == 24
+    assert a.keys() == b.keys() and len(a) == 16
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
     wa = avidzoo.from_pretrained(full).state_dict()
