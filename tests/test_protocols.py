@@ -275,6 +275,7 @@ def test_gdt_protocol_from_the_command_line(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["protocol"], cfg["frames"], cfg["head_lr"], cfg["video"]["test_crops"]) == ("gdt:ucf101", 32, 2.5e-3, 3)
     assert cli(["finetune", "--model", "gdt_r2plus1d.kinetics400", "--train", "ucf101:splits", "--protocol", "avid",
-                "--frames", "8", "--print-config"]) == 0
+                "--frames", "8", "--keep-checkpoints", "2", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["protocol"], cfg["frames"], cfg["head_lr"], cfg["optimizer"]) == ("avid:ucf101", 8, None, "adam")
+    assert cfg["keep_checkpoints"] == 2
