@@ -20,7 +20,7 @@ from ..config import normalize_modalities
 from ..errors import HardwareDecoderError
 from ..factory import create_transforms, from_pretrained
 from ..io import cuda_decoder_problem, find_media
-from ..io.shards import is_shard, shard_streams, split_member
+from ..io.shards import shard_streams, streams_from_shard
 from ..models.avid import AVIDModel
 from .dataset import ClipDataset, ShardClips, collate_items, init_worker, prepare_batch, stage_item, threaded_items
 from .encoder import ClipEncoder, Layer
@@ -230,7 +230,7 @@ class FeatureExtractor(ClipEncoder):
         hw = self.decoder == "cuda"
         # VMZ's fixed-size FAST_BILINEAR scale (XDC) runs in swscale: NVDEC's frames come to the host for it
         fixed_size = isinstance(getattr(self.transforms.video, "decoder_scale", None), tuple)
-        files = [(k, p) for k, p in enumerate(paths) if not is_shard(p) and split_member(p) is None]
+        files = [(k, p) for k, p in enumerate(paths) if not streams_from_shard(p)]
         shards = shard_streams(paths)  # whole shards, and those that hold members named as inputs
         dataset = ClipDataset([p for _, p in files], self.transforms, self.modalities, self.clips_per_video,
                               self.sampling, preprocess=self.plan.preprocess,

@@ -27,7 +27,7 @@ from ..factory import create_transforms
 from ..io import MEDIA_EXTENSIONS, find_media
 from ..io.inputs import input_list, unique_media
 from ..io.remote import is_url, names_object
-from ..io.shards import is_shard, member_shard, shard_streams, split_member
+from ..io.shards import is_shard, member_shard, shard_streams, streams_from_shard
 from ..models.avid import AVIDModel
 from ..transforms import Transforms
 from .dataset import ClipDataset, prepare_batch, shard_items
@@ -224,7 +224,7 @@ def extract_with_ray(
         if (of := member_shard(name, streamed)) is not None:
             skip.setdefault(of, []).append(name)
     rows = sorted([{"index": k, "path": p, "skip": "[]", "only": "null"} for k, p in enumerate(todo)
-                   if not is_shard(p) and split_member(p) is None] +
+                   if not streams_from_shard(p)] +
                   [{"index": k, "path": shard, "skip": json.dumps(skip.get(shard, [])),
                     "only": json.dumps(sorted(only) if only is not None else None)} for k, shard, only in streams],
                   key=lambda row: row["index"])

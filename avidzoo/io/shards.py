@@ -24,7 +24,7 @@ from typing import IO, Any
 from .remote import is_url, remote_fs
 
 __all__ = ["is_shard", "expand_braces", "ShardMember", "shard_members", "member_shard", "split_member",
-           "shard_streams"]
+           "streams_from_shard", "shard_streams"]
 
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _STREAM_BLOCK = 8 << 20  # sequential reads of a remote shard
@@ -52,21 +52,22 @@ def expand_braces(pattern: str) -> list[str]:
     return [name for option in options for name in expand_braces(head + option + tail)]
 
 
-def member_shard(name: str, shards: set[str]) -> str | None:
-    """The shard an input name ``<shard>/<key>.<ext>`` came from, if it is one of ``shards``."""
-    shard = name.rsplit("/", 1)[0] if "/" in name else None
-    while shard:
-        if shard in shards:
-            return shard
-        shard = shard.rsplit("/", 1)[0] if "/" in shard else None
-    return None
-
-
 def split_member(name: object) -> str | None:
     """The shard of an input that names one of its members (``<shard>.tar/<key>.<ext>``), else ``None``."""
     text = str(name)
     at = text.lower().find(".tar/")
     return text[: at + 4] if at >= 0 else None
+
+
+def member_shard(name: str, shards: set[str]) -> str | None:
+    """The shard an input name ``<shard>/<key>.<ext>`` came from, if it is one of ``shards``."""
+    shard = split_member(name)
+    return shard if shard in shards else None
+
+
+def streams_from_shard(item: object) -> bool:
+    """Whether an input is read from a tar shard: a shard, or one member of one named by itself."""
+    return is_shard(item) or split_member(item) is not None
 
 
 def shard_streams(inputs: Sequence[object]) -> list[tuple[int, str, set[str] | None]]:
