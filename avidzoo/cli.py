@@ -35,7 +35,7 @@ from .extract import (
 )
 from .extract import status as extract_status
 from .factory import from_pretrained, list_models
-from .io import find_media
+from .io import COLOUR_RULES, find_media
 from .io.shards import is_shard, member_shard
 from .manifest import get_manifest
 from .probe import linear_probe
@@ -267,7 +267,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         "data": args.data, "out": args.out, "recipe": args.preset, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.workers, "device": args.device,
         "init": args.init, "clips_per_video": args.clips_per_video, "video_depth": args.video_depth,
-        "amp": args.amp, "max_bad_steps": args.max_bad_steps, "keep_checkpoints": args.keep_checkpoints})
+        "video": {"colour": args.video_colour} if args.video_colour else None, "amp": args.amp,
+        "max_bad_steps": args.max_bad_steps, "keep_checkpoints": args.keep_checkpoints})
     if cfg is None:
         return 0
     run = pretrain(cfg)
@@ -475,6 +476,9 @@ def _parser_pretrain(sub) -> None:
     s.add_argument("--lr", type=float)
     s.add_argument("--clips-per-video", type=int)
     s.add_argument("--video-depth", type=int, choices=[10, 18, 34])
+    s.add_argument("--video-colour", choices=COLOUR_RULES, help="how frames are converted from YUV: bt601 (default, "
+                   "as every released weight saw them) or tagged (the streams' own matrix and range); the saved "
+                   "weights record it, so extraction with them decodes alike")
     s.add_argument("--init", help="start from these weights (a registry name or path; CMA starts from AVID)")
     _training_options(s)
     s.set_defaults(func=_cmd_pretrain)

@@ -28,6 +28,7 @@ import torch
 
 from .errors import AvidzooError
 from .io import MediaFile, find_media
+from .io.colour import preset_colour
 from .io.frame_rules import rule_clips
 from .io.inputs import readable_media
 from .io.sampling import random_start, uniform_starts
@@ -304,6 +305,7 @@ class LabelledClips(torch.utils.data.Dataset):
         self.num_frames, self.fps = int(cfg["num_frames"]), float(cfg["fps"])
         self.clip_duration = clip_seconds(cfg, "video")
         self.frame_rule = cfg.get("frame_rule", "avid")
+        self.colour = preset_colour(cfg)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -318,7 +320,7 @@ class LabelledClips(torch.utils.data.Dataset):
         rng = random.Random(seed)
         if self.train:
             torch.manual_seed(seed)  # the torchvision v2 augmentations draw from torch's generator
-        with MediaFile(self.data.paths[i], threads=1) as f:
+        with MediaFile(self.data.paths[i], threads=1, colour=self.colour) as f:
             lo, hi = self.data.segments[i]
             lo = max(lo or 0.0, 0.0)
             end = f.info.span("video")[1] if f.info.has_video else f.info.duration  # the video's own end

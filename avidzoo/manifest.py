@@ -147,6 +147,11 @@ class Manifest:
                 table = "architectures" if key == "architecture" else "methods"
                 if m[key] not in d[table]:
                     raise ValueError(f"manifest: model {name!r} names unknown {key} {m[key]!r}")
+        for name, pre in d["preprocessing"].items():
+            # how the weights' frames were converted from YUV is part of their input (avidzoo.io.colour): no default
+            if pre.get("video") and "colour" not in pre["video"]:
+                raise ValueError(f"manifest: preprocessing {name!r} does not say which colour rule its video takes "
+                                 "(colour: 'bt601' or 'tagged')")
         for name, w in d["weights"].items():
             model, _, tag = name.partition(".")
             if model not in d["models"] or not tag:

@@ -64,10 +64,21 @@ def _open_safetensors(
     config = None
     if METADATA_KEY in meta:
         try:
-            config = json.loads(meta[METADATA_KEY])
+            config = _recorded_colour(json.loads(meta[METADATA_KEY]))
         except ValueError:
             raise CheckpointError(f"{path}: the '{METADATA_KEY}' header entry is not valid JSON") from None
     return config, state
+
+
+def _recorded_colour(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's video colour rule (:mod:`avidzoo.io.colour`), for folders saved before avidzoo recorded it:
+    weights avidzoo trained (a ``training`` record: pretraining, finetuning) saw frames converted by their streams'
+    tags, PyAV >= 12's default, which avidzoo followed then; anything else is a conversion of released weights,
+    whose rule is BT.601."""
+    video = (config.get("preprocessing") or {}).get("video") if isinstance(config, dict) else None
+    if isinstance(video, dict) and "colour" not in video:
+        video["colour"] = "tagged" if config.get("training") else "bt601"
+    return config
 
 
 def save_pretrained_state(
@@ -98,7 +109,7 @@ def read_config_file(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory}: missing {CONFIG_FILE}; expected a folder written by save_pretrained")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _recorded_colour(json.loads(path.read_text(encoding="utf-8")))
     except ValueError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 

@@ -66,11 +66,16 @@ def make_video(
     vcodec: str = "libx264",
     acodec: str = "aac",
     pix_fmt: str = "yuv420p",
+    colorspace: str | None = None,
+    color_range: str | None = None,
 ) -> Path:
     """Write an H.264/AAC MP4 (or whatever the suffix says). ``frame_times`` gives irregular (VFR) timestamps;
     ``gop`` the keyframe interval; ``bframes`` consecutive non-reference B-frames. ``video_seconds`` /
     ``audio_seconds`` give the streams lengths of their own (default ``seconds``), ``audio_offset`` starts the audio
-    that late (its first sample's timestamp); ``vcodec``, ``acodec`` and ``pix_fmt`` pick the encoders."""
+    that late (its first sample's timestamp); ``vcodec``, ``acodec`` and ``pix_fmt`` pick the encoders.
+    ``colorspace`` (``"bt601"``, ``"bt709"``, ``"bt2020"``) converts the RGB frames to YUV with that matrix and tags
+    the stream so, ``color_range`` (``"tv"``, ``"pc"``) likewise; without them the encoder converts by BT.601 and
+    tags nothing."""
     path = Path(path)
     options = {"movflags": "+faststart"} if faststart and path.suffix in (".mp4", ".mov", ".m4a") else {}
     container = av.open(str(path), "w", options=options)
@@ -93,6 +98,10 @@ def make_video(
             vs.codec_context.time_base = __import__("fractions").Fraction(1, 1000)
         if rotation is not None:
             vs.set_display_rotation(rotation)
+        if colorspace is not None:
+            vs.codec_context.colorspace = _COLORSPACES[colorspace][1]
+        if color_range is not None:
+            vs.codec_context.color_range = _RANGES[color_range][1]
     if audio:
         layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[channels]
         aus = container.add_stream(acodec, rate=audio_rate, layout=layout)
@@ -116,9 +125,19 @@ def make_video(
                 y0, x0 = (5 * i) % max(size[1] - 40, 1), (7 * i) % max(size[0] - 40, 1)
                 img[y0:y0 + 40, x0:x0 + 40] = (240, 200, 40)
                 img = np.clip(img + grain[i % 7], 0, 255).astype(np.uint8)
+            elif pattern == "bars":  # saturated colour bars moving one bar a frame, over a grey ramp: grey hides
+                # matrix errors, saturated colour shows them
+                x = (np.arange(size[0]) * len(BARS) // size[0] + i) % len(BARS)
+                img = np.asarray(BARS, np.uint8)[x][None].repeat(size[1], 0)
+                img[size[1] * 3 // 4:] = np.linspace(0, 255, size[0]).astype(np.uint8)[None, :, None]
             else:  # textured, moving: heavy work for the decoder and scaler (noise: ~100 Mbit/s at 720p)
                 img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) if i == 0 else np.roll(img, 8, 1)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if colorspace is not None or color_range is not None:  # YUV by the matrix and range the tags say
+                space, tag = _COLORSPACES[colorspace or "bt601"]
+                rng_name, rng_tag = _RANGES[color_range or "tv"]
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=space, dst_color_range=rng_name)
+                frame.colorspace, frame.color_range = tag, rng_tag
             if frame_times is not None:
                 frame.pts = int(round(t * 1000))
                 frame.time_base = vs.codec_context.time_base
@@ -150,6 +169,12 @@ def make_video(
     container.close()
     return path
 
+
+# the tags' names -> (swscale's name, FFmpeg's AVColorSpace / AVColorRange value)
+_COLORSPACES = {"bt601": ("ITU601", 6), "bt709": ("ITU709", 1), "bt2020": ("BT2020", 9)}
+_RANGES = {"tv": ("MPEG", 1), "pc": ("JPEG", 2)}
+BARS = [(255, 255, 255), (255, 255, 0), (0, 255, 255), (0, 255, 0), (255, 0, 255), (255, 0, 0), (0, 0, 255),
+        (16, 16, 16), (230, 40, 90), (40, 200, 140)]
 
 PALETTE = [(230, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (200, 40, 220), (30, 210, 220),
            (250, 140, 20), (120, 120, 120)]

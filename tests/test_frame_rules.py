@@ -91,10 +91,14 @@ def rule_media(tmp_path_factory):
                                frame_times=[0.25 + i / 24 for i in range(84)]),
         "nodur.mkv": make_video(d / "nodur.mkv", fps=25, seconds=3, size=(96, 64)),  # declares no frames
         "short.mp4": make_video(d / "short.mp4", fps=30, seconds=0.6, size=(96, 64)),  # shorter than a clip
+        # an edit list that starts 3 frames in: those frames' packets are read (and decoded as references) but
+        # the decoder outputs none of them; the originals counted decoded frames
+        "editlist.mp4": make_video(d / "editlist.mp4", fps=24, size=(96, 64), audio=False,
+                                   frame_times=[(i - 3) / 24 for i in range(84)]),
     }
 
 
-@pytest.mark.parametrize("name", ["bframes.mp4", "24fps.mp4", "late.mp4", "nodur.mkv", "short.mp4"])
+@pytest.mark.parametrize("name", ["bframes.mp4", "24fps.mp4", "late.mp4", "nodur.mkv", "short.mp4", "editlist.mp4"])
 def test_gdt_rule_takes_gdts_frames(rule_media, name):
     path = rule_media[name]
     n = 4
@@ -109,7 +113,7 @@ def test_gdt_rule_takes_gdts_frames(rule_media, name):
         assert clip.audio_from == pytest.approx(audio_at, abs=1e-9)
 
 
-@pytest.mark.parametrize("name", ["bframes.mp4", "24fps.mp4", "late.mp4", "nodur.mkv"])
+@pytest.mark.parametrize("name", ["bframes.mp4", "24fps.mp4", "late.mp4", "nodur.mkv", "editlist.mp4"])
 def test_vmz_rule_takes_vmzs_frames(rule_media, name):
     path = rule_media[name]
     with MediaFile(path) as f:

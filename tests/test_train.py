@@ -14,7 +14,9 @@ import torch
 
 import avidzoo
 from avidzoo.cli import main as cli
+from avidzoo.extract.dataset import ClipDataset
 from avidzoo.train import AVIDCMALoss, PretrainConfig, load_config, pretrain, read_metrics
+from avidzoo.train.data import AVPairDataset
 
 from media import make_linked_videos
 
@@ -153,6 +155,10 @@ def test_config_files_presets_and_cli(tmp_path, capsys):
     assert printed["loss"]["xmodal"] == 0.0 and printed["loss"]["wmodal"] == 1.0 and printed["model"] == \
         "self_avid_r2plus1d"
     assert printed["keep_checkpoints"] == 3
+    # a flag that sets one key of a dict keeps the file's others
+    yaml_file.write_text("data: videos/\nvideo:\n  crop_size: 112\n")
+    assert cli(["pretrain", "--config", str(yaml_file), "--video-colour", "tagged", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["video"] == {"crop_size": 112, "colour": "tagged"}
 
 
 def test_global_batchnorm_conversion_keeps_the_parameters_an_optimizer_holds():
@@ -201,3 +207,18 @@ def test_mixed_precision_code_path_on_cpu(data, tmp_path):
             assert torch.equal(wa[k], wb[k]), k
     with pytest.raises(ValueError, match="amp must be"):
         pretrain(small_config(data, tmp_path / "bad", amp="int8"))
+
+
+def test_trained_weights_record_their_colour_rule(data, tmp_path):
+    """The frames a run trains on are converted by the rule its config names (BT.601 by default, as every released
+    weight's), and the saved weights record it, so that extraction with them decodes alike; an unknown rule is
+    refused before any work."""
+    run = pretrain(small_config(data, tmp_path / "tagged", epochs=1, clips_per_video=1,
+                                video={**SMALL["video"], "colour": "tagged"}))
+    assert avidzoo.read_config(str(run))["preprocessing"]["video"]["colour"] == "tagged"
+    transforms = avidzoo.create_transforms(str(run))
+    assert ClipDataset([], transforms, ("video",), 1).colour == "tagged"
+    assert AVPairDataset([], transforms).colour == "tagged"
+    assert avidzoo.create_model("cross_avid_r2plus1d").config["preprocessing"]["video"]["colour"] == "bt601"
+    with pytest.raises(ValueError, match="colour must be one of"):
+        pretrain(small_config(data, tmp_path / "bad", video={**SMALL["video"], "colour": "bt709"}))

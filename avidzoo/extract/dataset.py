@@ -13,6 +13,7 @@ import torch
 
 from ..errors import DecodeError, MissingStreamError
 from ..io import MEDIA_EXTENSIONS, MediaFile, clip_span, coverage, snap_to_keyframes, uniform_starts
+from ..io.colour import preset_colour
 from ..io.frame_rules import FRAME_RULES, rule_clips
 from ..io.shards import shard_members
 from ..transforms import Transforms, clip_seconds
@@ -63,6 +64,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.video_cfg, self.audio_cfg = pre["video"], pre["audio"]
         self.clip_durations = {m: clip_seconds(pre[m], m) for m in self.modalities}
         self.frame_rule = (self.video_cfg or {}).get("frame_rule", "avid")
+        self.colour = preset_colour(self.video_cfg)
         if self.frame_rule not in FRAME_RULES:
             raise ValueError(f"frame_rule must be one of {FRAME_RULES}, got {self.frame_rule!r}")
         if self.frame_rule != "avid" and sampling == "keyframe" and "video" in self.modalities:
@@ -81,7 +83,7 @@ class ClipDataset(torch.utils.data.Dataset):
         the index); an input that cannot be read gives ``{"index", "path", "error"}``, never an exception."""
         try:
             with MediaFile(path, threads=self.decoder_threads, decoder=self.decoder, frames_on=self.frames_on,
-                           fileobj=fileobj) as f:
+                           fileobj=fileobj, colour=self.colour) as f:
                 item = self._read(index, path, f)
         except DecodeError as e:
             return {"index": index, "path": str(path), "error": f"{type(e).__name__}: {e.problem}"}

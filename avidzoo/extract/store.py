@@ -113,8 +113,20 @@ def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
         raise ValueError(f"{path}: unreadable ({e}); remove the folder or choose another --out") from None
     diff = [k for k in _CHECKED_META if old.get(k, _META_DEFAULTS.get(k)) != meta.get(k, _META_DEFAULTS.get(k))]
     if diff:
-        raise ValueError(f"{path.parent}: made with other settings ({', '.join(diff)} differ); "
+        old_colour, colour = _colour_rule(old), _colour_rule(meta)
+        why = ""
+        if "preprocessing" in diff and old_colour != colour:
+            was = repr(old_colour) if old_colour else "by the streams' tags (it was made before avidzoo recorded " \
+                "the colour rule)"
+            why = f": its frames were converted from YUV to RGB {was}, these by {colour!r}"
+        raise ValueError(f"{path.parent}: made with other settings ({', '.join(diff)} differ{why}); "
                          "use another output folder, or --no-resume to start it over")
+
+
+def _colour_rule(meta: Mapping[str, Any]) -> str | None:
+    """The colour rule (``avidzoo.io.colour``) a folder's video features were decoded with; ``None`` for an
+    audio-only folder or one made before the rule was recorded."""
+    return ((meta.get("preprocessing") or {}).get("video") or {}).get("colour")
 
 
 def claim_meta(out: Path, meta: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """Media input: decode video and audio clips from files (PyAV) and choose where clips start."""
 
+from .colour import COLOUR_RULES
 from .decode import (
     DECODERS,
     MediaFile,
@@ -15,4 +16,4 @@ from .sampling import clip_span, coverage, random_start, sliding_starts, snap_to
 
 __all__ = ["MediaFile", "MediaInfo", "probe", "read_video_clip", "read_audio_clip", "uniform_starts",
            "random_start", "sliding_starts", "snap_to_keyframes", "clip_span", "coverage", "find_media",
-           "MEDIA_EXTENSIONS", "DECODERS", "cuda_decoder_problem", "cuda_decoder_works"]
+           "MEDIA_EXTENSIONS", "DECODERS", "COLOUR_RULES", "cuda_decoder_problem", "cuda_decoder_works"]

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -62,7 +64,7 @@ from ..errors import (
     RotationError,
     VariableFrameRateError,
 )
-from .colour import frame_to_rgb, resize_rgb, rgb_supported
+from .colour import check_rule, frame_to_rgb, resize_rgb, rgb_supported, swscale_colour
 from .remote import RemoteReader, is_url
 
 __all__ = ["MediaInfo", "MediaFile", "FrameTable", "probe", "read_video_clip", "read_audio_clip", "DECODERS",
@@ -188,6 +190,9 @@ class MediaFile:
         skip_in_window: with exact savings, also skip the non-reference frames inside a clip's window that no
             target takes (predicted from the packets' timestamps and confirmed by the decoded frames' own, else the
             group is decoded again without); off only to measure what it saves.
+        colour: how YUV becomes RGB (:mod:`avidzoo.io.colour`): ``"bt601"`` (default), the BT.601 matrix whatever
+            the stream declares, as every original decoder converted and so every released weight saw; ``"tagged"``,
+            the matrix and range the stream declares (true colour). Both decoders and every resize follow it.
     """
 
     def __init__(
@@ -203,7 +208,9 @@ class MediaFile:
         decoder: Literal["software", "cuda"] = "software",
         frames_on: torch.device | str | None = None,
         fileobj: Any = None,
+        colour: Literal["bt601", "tagged"] = "bt601",
     ) -> None:
+        self.colour = check_rule(colour)
         if frame_times not in ("original", "timestamps"):
             raise ValueError(f"frame_times must be 'original' or 'timestamps', got {frame_times!r}")
         if decoder not in DECODERS:
@@ -233,6 +240,8 @@ class MediaFile:
         self.version: str | None = None  # a remote object's ETag or version id (resume redoes a changed one)
         self.read_stats: dict[str, int] | None = None  # a remote object's: bytes fetched, ranged GETs (after close)
         self._reader: RemoteReader | None = None
+        self._discarded: set[int] = set()  # timestamps of video packets an edit list discards (see _packets)
+        self._yuvj = False  # set by the probe: the software decoder gives the video as yuvj* (full range)
         source = self._open_source()
         try:
             self._container = av.open(source, "r", metadata_errors="ignore", hwaccel=hwaccel)
@@ -348,6 +357,9 @@ class MediaFile:
             if vdur is not None:
                 durations.append(start + vdur)
                 kw["video_end"] = start + vdur
+            # whether the software decoder gives this stream as yuvj* (full range under the BT.601 rule), read before
+            # any decoding: a hardware decoder's frames (NV12) do not say
+            self._yuvj = (getattr(v.codec_context.format, "name", "") or "").startswith("yuvj")
             base = v.base_rate
             vfr = bool(rate and base and abs(float(rate) - float(base)) > 0.01 * float(base))
             kw.update(fps=float(rate) if rate else None, width=v.codec_context.width, height=v.codec_context.height,
@@ -472,6 +484,8 @@ class MediaFile:
             for packet in self._container.demux(stream):
                 if packet.size or packet.pts is not None:  # the demuxer's final empty packet is no frame
                     packets.append((packet.pts, bool(packet.is_keyframe)))
+                    if packet.is_discard:  # before an edit list's start: decoded as a reference, never output
+                        self._discarded.add(packet.pts)
         except (av.error.FFmpegError, ValueError):
             packets = None
         self._packet_list = packets
@@ -492,8 +506,10 @@ class MediaFile:
         if any(pts is None for pts, _ in packets):
             raise DecodeError(self.path, "video packets without timestamps: frames cannot be placed by them")
         rate = float(stream.average_rate or self.info.fps or 0.0)
-        return FrameTable(pts=sorted(pts for pts, _ in packets), time_base=stream.time_base, rate=rate,
-                          declared_frames=int(stream.frames or 0), declared_duration=stream.duration)
+        # the frames the decoder outputs, as the siblings' decoders counted them: not those an edit list discards
+        return FrameTable(pts=sorted(pts for pts, _ in packets if pts not in self._discarded),
+                          time_base=stream.time_base, rate=rate, declared_frames=int(stream.frames or 0),
+                          declared_duration=stream.duration)
 
     def _earliest(self, stream, t: float, original: bool) -> float:
         """A time at or before the frame that the target ``t`` takes, such that the keyframe at or before it is all a
@@ -753,7 +769,7 @@ class MediaFile:
                                   f"{'to a fixed size' if isinstance(short_side, tuple) else 'in torch'}; decode "
                                   f"them to the host (frames_on=None)")
             return torch.from_numpy(self._to_rgb(frame, {}, short_side)).to(self.frames_on)
-        rgb = frame_to_rgb(frame, self.frames_on)
+        rgb = frame_to_rgb(frame, self.frames_on, self.colour, self._yuvj)
         size = self._output_size(frame, short_side)
         if size is not None:
             rgb = resize_rgb(rgb, size)
@@ -765,18 +781,19 @@ class MediaFile:
         key = id(frame)
         if key not in cache:
             size = self._output_size(frame, short_side)
+            colour = swscale_colour(frame, self.colour, self._yuvj)
             if size is None:
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = frame.reformat(format="rgb24", **colour).to_ndarray()
             elif isinstance(short_side, tuple):
                 # A fixed (width, height), aspect ignored, as VMZ's decoder scales: one swscale pass from the
                 # decoder's pixel format to RGB with SWS_FAST_BILINEAR.
-                rgb = frame.reformat(width=size[0], height=size[1], format="rgb24",
+                rgb = frame.reformat(width=size[0], height=size[1], format="rgb24", **colour,
                                      interpolation=av.video.reformatter.Interpolation.FAST_BILINEAR).to_ndarray()
             else:
                 # Colour conversion at full size, then swscale's bilinear RGB resize: within 0.2 grey levels of
                 # the original's PIL bilinear resize (resizing straight from YUV differs by about 3).
-                rgb = frame.reformat(format="rgb24").reformat(width=size[0], height=size[1],
-                                                               interpolation=_RESIZE_FLAGS).to_ndarray()
+                rgb = frame.reformat(format="rgb24", **colour).reformat(width=size[0], height=size[1],
+                                                                        interpolation=_RESIZE_FLAGS).to_ndarray()
             if self.info.rotation and self.rotation_policy == "apply":
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=self.info.rotation // 90))
             cache[key] = rgb
@@ -918,6 +935,38 @@ def cuda_decoder_problem() -> str | None:
     if "cuda" not in devices:
         return (f"PyAV {av.__version__}'s FFmpeg has no CUDA hwaccel (it has: {', '.join(devices) or 'none'}); "
                 "install PyAV's binary wheel, or use decoder='software'")
+    return nvdec_session_problem(torch.cuda.current_device())
+
+
+@functools.cache
+def nvdec_session_problem(index: int) -> str | None:
+    """Whether an NVDEC session starts on GPU ``index`` (once per process), with torch's CUDA context there as
+    extraction has it: a one-frame H.264 clip made in memory, decoded there. Seen on an H200 machine whose container
+    did not expose video decoding (``NVIDIA_DRIVER_CAPABILITIES`` without ``video``): NVDEC decoded until torch
+    created its context in the process, then every open failed with "Operation not supported" (FFmpeg's
+    ``primary_ctx`` did not help), which read as a damaged file. It is found here, before any file is blamed."""
+    with contextlib.suppress(RuntimeError):  # the model's context comes first in extraction, too
+        torch.zeros(1, device=torch.device("cuda", index))
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=1)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(black), *stream.encode(None)]:
+            out.mux(packet)
+    buf.seek(0)
+    try:
+        hwaccel = av.codec.hwaccel.HWAccel("cuda", device=str(index), allow_software_fallback=False, is_hw_owned=True)
+        with av.open(buf, "r", hwaccel=hwaccel) as c:
+            frame = next(c.decode(video=0), None)
+    except Exception as e:  # FFmpeg's device or decoder set-up refused
+        caps = os.environ.get("NVIDIA_DRIVER_CAPABILITIES")
+        hint = (f"; this container's NVIDIA_DRIVER_CAPABILITIES is {caps!r}, and NVDEC needs 'video' (or 'all') "
+                "there" if caps is not None and not {"video", "all"} & set(caps.split(",")) else "")
+        return f"NVDEC does not start on GPU {index} ({type(e).__name__}: {e}){hint}; use decoder='software'"
+    if frame is None or frame.format.name != "cuda":
+        return f"FFmpeg decoded H.264 in software on GPU {index}: the driver offers no NVDEC"
     return None
 
 

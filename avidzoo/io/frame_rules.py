@@ -15,8 +15,12 @@ decoders' rules, and a weight's preset names its rule (``frame_rule`` in the vid
   decoded (GDT itself then fails on its audio; avidzoo uses the same start).
 * ``"vmz"``: VMZ's Caffe2 video input op in its uniform test mode (``decode_type=1``, every frame at the native rate,
   at most 10,000), the input XDC's README points to: ``n`` clips of ``num_frames`` consecutive frames, clip ``i`` at
-  frame ``floor(i * float32(N - num_frames) / (n - 1))`` of the ``N`` decoded. A stream shorter than a clip is looped
-  (VMZ drops such a video).
+  frame ``floor(i * float32(N - num_frames) / (n - 1))`` of the ``N`` decoded. ``N`` counts the frames the decoder
+  outputs, as VMZ's did: an edit list's discarded frames are read but never output, so they are not counted. A
+  stream shorter than a clip is looped from its first frame (AVID's ``pad_missing``). VMZ's own output there is no
+  rule to follow: its decoder returns no clip when fewer frames than one clip decode (``video_decoder.cc``: "could
+  not decode enough frames"), its op copies ``min(clip_per_video, clips decoded) = 0`` clips and leaves the batch
+  slots it would have filled as they were (the previous batch's data, scored under this video's label).
 
 Every rule reads only the packets' timestamps (:meth:`~avidzoo.io.MediaFile.frame_table`, no decoding) and names each
 frame by its timestamp; :meth:`~avidzoo.io.MediaFile.read_frames` then decodes exactly those frames.

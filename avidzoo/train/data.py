@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..io import MediaFile
+from ..io.colour import preset_colour
 from ..transforms import Transforms, clip_seconds
 
 log = logging.getLogger("avidzoo")
@@ -37,6 +38,7 @@ class AVPairDataset(torch.utils.data.Dataset):
         self.num_frames, self.fps = int(v["num_frames"]), float(v["fps"])
         self.video_duration, self.audio_duration = clip_seconds(v, "video"), clip_seconds(a, "audio")
         self.sample_rate = int(a["sample_rate"])
+        self.colour = preset_colour(v)  # the rule the saved weights' config records, so extraction decodes alike
         self._durations: dict[int, float] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,7 +52,7 @@ class AVPairDataset(torch.utils.data.Dataset):
         seed = hash((self.seed, self.epoch, k)) & 0x7FFFFFFF if self.train else hash((self.seed, k)) & 0x7FFFFFFF
         rng = random.Random(seed)
         torch.manual_seed(seed)  # the torchvision v2 augmentations draw from torch's generator
-        with MediaFile(self.paths[i], threads=1) as f:
+        with MediaFile(self.paths[i], threads=1, colour=self.colour) as f:
             duration = f.info.duration
             window = max(self.audio_duration, self.video_duration)
             a_start = rng.uniform(0, max(duration - window, 0.0)) if self.train else max(duration - window, 0) / 2

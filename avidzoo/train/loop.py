@@ -26,6 +26,7 @@ from .._files import write_text_atomic
 from ..convert import read_original_checkpoint, torch_load_safely
 from ..factory import create_model, create_transforms, from_pretrained
 from ..io import find_media
+from ..io.colour import preset_colour
 from ..io.inputs import readable_media
 from ..manifest import get_manifest
 from ..transforms import clip_seconds
@@ -160,6 +161,7 @@ def pretrain(config: PretrainConfig) -> Path:
     model = create_model(cfg.model, video_depth=cfg.video_depth)
     pre = model.config["preprocessing"]
     pre["video"].update(cfg.video)
+    preset_colour(pre["video"])  # an unknown colour rule is refused before any work; the saved config records it
     pre["audio"].update(cfg.audio)
     if "num_frames" in cfg.video or "fps" in cfg.video:
         pre["video"]["clip_duration"] = clip_seconds(pre["video"], "video")

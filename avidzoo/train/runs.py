@@ -45,7 +45,7 @@ class RunOptions:
 
 def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments for dataclass ``cls`` in a YAML or JSON file, updated with the non-``None``
-    ``overrides``; unknown keys are an error naming the file."""
+    ``overrides`` (a dict merged into the file's dict); unknown keys are an error naming the file."""
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith((".yaml", ".yml")):
         import yaml
@@ -57,7 +57,11 @@ def read_config_file(path: str | os.PathLike, cls: type, overrides: Mapping[str,
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        # a flag that sets one key of a dict (--video-colour) keeps the file's other keys
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     return data
 
 
