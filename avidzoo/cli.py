@@ -62,16 +62,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(names))
         return 0
     m = get_manifest()
+    rows = []
     for name in names:
         if args.pretrained:
             w = m.weight(name)
-            metrics = " ".join(f"{k}={v}" for k, v in w.metrics.items())
-            print(f"{name:40s} {w.pretrain_data:14s} {w.license:14s} {metrics}")
+            rows.append([name, w.pretrain_data, w.license, " ".join(f"{k}={v}" for k, v in w.metrics.items())])
         else:
             spec = m.model(name)
-            tags = ", ".join(spec.tags) or "(no released weights)"
-            print(f"{name:24s} {spec.architecture:18s} {tags}")
+            rows.append([name, spec.architecture, ", ".join(spec.tags) or "(no released weights)"])
+    _print_columns(rows)
     return 0
+
+
+def _print_columns(rows: list[list[str]], gap: int = 2) -> None:
+    """Print rows as aligned columns: each column as wide as its longest cell, the last one not padded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    for r in rows:
+        print((" " * gap).join([c.ljust(w) for c, w in zip(r, widths)] + r[len(widths):]).rstrip())
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -105,6 +105,34 @@ def test_cli_list_and_info(capsys):
     assert code == 2 and "unknown model" in err
 
 
+def test_cli_list_columns_align(capsys):
+    """Every row's columns start at the same offsets, whatever a cell's length ("HowTo100M (video-text)")."""
+    m = avidzoo.manifest.get_manifest()
+    weights = avidzoo.list_models(pretrained=True)
+    tables = {
+        ("list", "--pretrained"): [[n, m.weight(n).pretrain_data, m.weight(n).license,
+                                    " ".join(f"{k}={v}" for k, v in m.weight(n).metrics.items())] for n in weights],
+        ("list",): [[n, m.model(n).architecture, ", ".join(m.model(n).tags) or "(no released weights)"]
+                    for n in avidzoo.list_models()],
+    }
+    assert any(len(m.weight(n).pretrain_data) > 20 for n in weights)  # a long name is there to misalign
+    for args, rows in tables.items():
+        code, out, _ = run_cli(*args, capsys=capsys)
+        lines = out.splitlines()
+        assert code == 0 and len(lines) == len(rows), args
+        offsets = set()
+        for line, cells in zip(lines, rows):
+            starts, end = [], 0
+            for cell in cells:
+                start = line.index(cell, end)
+                assert start == 0 or line[end:start].isspace() and start - end >= 2, (args, line)  # a clear gap
+                starts.append(start)
+                end = start + len(cell)
+            assert line[end:] == "", (args, line)
+            offsets.add(tuple(starts))
+        assert len(offsets) == 1, (args, sorted(offsets))
+
+
 def test_cli_convert_and_verify(original, clips, tmp_path, capsys):
     path, reference, _ = original
     code, out, _ = run_cli("convert", str(path), str(tmp_path / "conv"), capsys=capsys)
