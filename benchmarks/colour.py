@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from avidzoo.io import MediaFile  # noqa: E402
 from avidzoo.io.colour import swscale_colour  # noqa: E402
+from avidzoo.io.pixels import RESIZE_FLAGS  # noqa: E402
 
 from media import make_video  # noqa: E402
 
@@ -88,13 +89,12 @@ def legacy_here(path: str) -> dict[str, np.ndarray]:
 
 def resize_like_avidzoo(rgb: np.ndarray, size) -> np.ndarray:
     """Short-side resize of RGB frames by swscale's bilinear RGB scaler, as MediaFile resizes after converting."""
-    from avidzoo.io.decode import _RESIZE_FLAGS  # noqa: PLC0415 - the benchmark measures this very scaler
     out = []
     for frame in rgb:
         h, w = frame.shape[:2]
         dims = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        out.append(f.reformat(width=dims[0], height=dims[1], interpolation=_RESIZE_FLAGS).to_ndarray())
+        out.append(f.reformat(width=dims[0], height=dims[1], interpolation=RESIZE_FLAGS).to_ndarray())
     return np.stack(out)
 
 

@@ -24,6 +24,7 @@ from avidzoo.extract.dataset import ClipDataset, stage_item, threaded_items
 from avidzoo.extract.plan import plan_threads
 from avidzoo.io import MediaFile, cuda_decoder_problem, cuda_decoder_works, uniform_starts
 from avidzoo.io.colour import frame_to_rgb, resize_rgb
+from avidzoo.io.hardware import nvdec_session_problem
 
 from conftest import REPO_ROOT
 from media import make_video
@@ -195,14 +196,13 @@ def test_a_gpu_without_nvdec_sessions_is_found_before_any_file(monkeypatch):
     on one H200 machine: every file then failed to open, reported as damaged), the check that ``auto`` and
     ``cuda`` ask first finds it by decoding a clip made in memory, and says what to change. Run here for real: this
     machine's torch is made to report a GPU, and FFmpeg's CUDA set-up fails as it does there."""
-    import avidzoo.io.decode as decode  # noqa: PLC0415 - its cached check is cleared around the test
     from avidzoo.extract.pipeline import resolve_decoder  # noqa: PLC0415
     if torch.cuda.is_available() or "cuda" not in av.codec.hwaccel.hwdevices_available():
         pytest.skip("needs a machine without CUDA and PyAV's CUDA hwaccel build")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setenv("NVIDIA_DRIVER_CAPABILITIES", "compute,graphics,utility")
-    decode.nvdec_session_problem.cache_clear()
+    nvdec_session_problem.cache_clear()
     try:
         problem = cuda_decoder_problem()
         assert problem.startswith("NVDEC does not start on GPU 0") and "needs 'video'" in problem, problem
@@ -210,4 +210,4 @@ def test_a_gpu_without_nvdec_sessions_is_found_before_any_file(monkeypatch):
         with pytest.raises(HardwareDecoderError, match="NVDEC does not start"):
             resolve_decoder("cuda", torch.device("cuda"))
     finally:
-        decode.nvdec_session_problem.cache_clear()
+        nvdec_session_problem.cache_clear()
