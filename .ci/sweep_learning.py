@@ -36,7 +36,7 @@ def run_cells(cells: list[tuple[int, int]], out: Path, keyword: str | None) -> d
                    "AVIDZOO_DISABLE_PROGRESS": "1"}
             # Each cell gets its own pytest temp folder, removed when the cell ends: a pretraining test writes about
             # 2 GB of checkpoints, and pytest would keep three cells' worth.
-            cmd = [sys.executable, "-m", "pytest", "-m", "learning", "-q", "-p", "no:cacheprovider",
+            cmd = [sys.executable, "-m", "pytest", "-m", "learning", "-q", "-n", "0", "-p", "no:cacheprovider",
                    f"--junitxml={xml}", f"--basetemp={out / f'tmp-seed{seed}-threads{threads}'}",
                    *(["-k", keyword] if keyword else [])]
             log = open(out / f"seed{seed}-threads{threads}.log", "w")  # noqa: SIM115 (closed when the cell ends)

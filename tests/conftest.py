@@ -20,9 +20,13 @@ ENV_VARS = ("AVIDZOO_HOME", "AVIDZOO_OFFLINE", "AVIDZOO_WEIGHTS_DIR", "AVIDZOO_M
 
 
 def pytest_configure(config):
-    # .ci/sweep_learning runs the learning tests under several torch thread counts and seeds.
+    # .ci/sweep_learning runs the learning tests under several torch thread counts and seeds. Under pytest-xdist each
+    # worker gets an equal share of the cores (two workers of two threads each on two cores would fight).
     if os.environ.get("AVIDZOO_TEST_THREADS"):
         torch.set_num_threads(int(os.environ["AVIDZOO_TEST_THREADS"]))
+    elif os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 @pytest.fixture(scope="session")
