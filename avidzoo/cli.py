@@ -20,7 +20,7 @@ from ._env import rank_world
 from ._files import write_text_atomic
 from ._version import __version__
 from .datasets import open_dataset
-from .errors import AvidzooError
+from .errors import AvidzooError, OutputWriteError
 from .evaluate import evaluate
 from .extract import (
     FAILED_FILE,
@@ -141,7 +141,8 @@ EXTRACT_EXAMPLE = """examples:
 
 exit status: 0 every input done; 2 nothing done (bad arguments, an input that does not exist, a URL whose
   scheme has no reader installed, settings that differ from the folder's); 3 the run finished but some inputs
-  failed (0 with --allow-failures).
+  failed (0 with --allow-failures); 4 the output folder cannot take more (its disk full, a quota, read-only):
+  what was written is kept, and a rerun with room, there or in the folder moved elsewhere, resumes.
 """
 
 
@@ -454,10 +455,11 @@ def _parser_extract(sub) -> None:
 
 
 def _parser_export(sub) -> None:
-    s = sub.add_parser("export", help="an extraction folder as one Parquet or .npz file for pandas, datasets, numpy")
+    s = sub.add_parser("export", help="an extraction folder as Parquet, .npz, HDF5 or a folder of .npy files")
     s.add_argument("folder", metavar="DIR", help="a folder written by avidzoo extract")
-    s.add_argument("--to", required=True, metavar="FILE", help="features.parquet (needs pyarrow) or features.npz, a "
-                   "path or a URL (s3://bucket/features.parquet)")
+    s.add_argument("--to", required=True, metavar="FILE", help="features.parquet (needs pyarrow), features.npz or "
+                   "features.h5 (needs h5py), a path or a URL (s3://bucket/features.parquet); or a folder ending in "
+                   "/ for per-file <name>_<modality>.npy and <name>_timestamps_ms.npy, as video_features writes them")
     s.set_defaults(func=_cmd_export)
 
 
@@ -574,6 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="avidzoo: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except OutputWriteError as e:  # nothing is lost; a rerun with room resumes
+        print(f"avidzoo {args.command}: error: {e}", file=sys.stderr)
+        return 4
     except (AvidzooError, ValueError, OSError) as e:
         print(f"avidzoo {args.command}: error: {e}", file=sys.stderr)
         return 2

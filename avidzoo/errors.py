@@ -20,6 +20,7 @@ __all__ = [
     "RotationError",
     "NonFiniteError",
     "HardwareDecoderError",
+    "OutputWriteError",
 ]
 
 
@@ -99,3 +100,9 @@ class NonFiniteError(AvidzooError, RuntimeError):
 class HardwareDecoderError(AvidzooError, RuntimeError):
     """A hardware decoder was asked for (``decoder="cuda"``) on a machine that lacks it; the message says what is
     missing (a CUDA device, FFmpeg's CUDA hwaccel, NVDEC in the driver)."""
+
+
+class OutputWriteError(AvidzooError):
+    """The output folder cannot take more: its disk is full, a quota is reached, or it is read-only. What was
+    written is complete and kept (every indexed row has its data); a rerun, there once there is room or in the folder
+    moved to a disk with room, resumes without redoing finished inputs. The command line exits with status 4."""

@@ -217,8 +217,8 @@ def test_a_scheme_without_its_package_is_named():
 
 
 def test_export_writes_to_a_bucket(small_model, videos, bucket, tmp_path):
-    """`avidzoo export` to s3://: Parquet with the per-clip embeddings as nested fixed-size lists (clips of D), and
-    .npz, read back from the bucket equal to the folder's features."""
+    """`avidzoo export` to s3://: Parquet with the per-clip embeddings as nested fixed-size lists (clips of D), .npz
+    and HDF5, read back from the bucket equal to the folder's features; a folder of .npy is local only."""
     name, _ = bucket
     out = tmp_path / "feats"
     avidzoo.extract_features(small_model, videos, out=out, clips_per_video=2, clip_agg="none", num_workers=0,
@@ -242,6 +242,14 @@ def test_export_writes_to_a_bucket(small_model, videos, bucket, tmp_path):
     with fs.open(f"{name}/exports/f.npz", "rb") as f, np.load(f) as z:
         torch.testing.assert_close(torch.from_numpy(z["audio"]), feats["audio"])
         assert list(z["paths"]) == feats.paths
+
+    h5py = pytest.importorskip("h5py")
+    assert cli(["export", str(out), "--to", f"s3://{name}/exports/f.h5"]) == 0  # made locally, then uploaded
+    fs.get(f"{name}/exports/f.h5", str(tmp_path / "f.h5"))
+    with h5py.File(tmp_path / "f.h5", "r") as hf:
+        torch.testing.assert_close(torch.from_numpy(hf["video"][:]), feats["video"])
+    with pytest.raises(ValueError, match="a folder of .npy files is written on this machine"):
+        avidzoo.extract.export_features(out, f"s3://{name}/exports/npy/")
 
 
 def test_shards_in_a_bucket_stream_by(small_model, videos, bucket, tmp_path):

@@ -6,21 +6,23 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from numpy import load as np_load
-from numpy import stack as np_stack
 
 import avidzoo
 from avidzoo.cli import main as cli
+from avidzoo.errors import OutputWriteError
 from avidzoo.extract import load_features, read_rows, status
-from avidzoo.extract.store import ShardWriter, collect_garbage, live_writers
+from avidzoo.extract.store import ShardWriter, collect_garbage, live_writers, read_index
 
 from media import make_linked_videos
 
@@ -200,7 +202,7 @@ def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
     out = tmp_path / "feats"
     avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
     assert cli(["export", str(out), "--to", str(tmp_path / "f.npz")]) == 0
-    with np_load(tmp_path / "f.npz") as z:  # no pickles needed
+    with np.load(tmp_path / "f.npz") as z:  # no pickles needed
         assert list(z["paths"]) == clean.paths and list(z["failed_paths"]) == list(clean.failed)
         torch.testing.assert_close(torch.from_numpy(z["video"]), clean["video"])
         assert z["clip_starts"].shape == (FILES, 2) and z["has_audio"].all()
@@ -211,7 +213,7 @@ def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
     df = table.to_pandas()
     ok = df[df.status == "ok"]
     assert list(ok.path) == clean.paths
-    torch.testing.assert_close(torch.from_numpy(np_stack(list(ok.audio))), clean["audio"])
+    torch.testing.assert_close(torch.from_numpy(np.stack(list(ok.audio))), clean["audio"])
     assert b"avidzoo_meta" in table.schema.metadata
     # embeddings are fixed-size lists: one contiguous (rows, 512) float32 buffer, read without a copy
     import pyarrow as pa
@@ -221,8 +223,50 @@ def test_export_to_parquet_and_npz(small_model, media, clean, tmp_path, capsys):
     done = table.filter(pa.compute.equal(table.column("status"), "ok")).column("video").combine_chunks()
     matrix = done.values.to_numpy(zero_copy_only=True).reshape(len(done), 512)
     torch.testing.assert_close(torch.tensor(matrix), clean["video"])
-    with pytest.raises(ValueError, match=r"\.parquet or \.npz"):
+    with pytest.raises(ValueError, match=r"export to \.parquet, \.npz, \.h5, \.hdf5, or to a folder"):
         avidzoo.extract.export_features(out, tmp_path / "f.csv")
+
+
+def test_export_as_ave_and_video_features_read_it(small_model, media, tmp_path):
+    """HDF5 with one ``[N, T, D]`` dataset per modality, read as AVE's dataloader reads its features (a whole
+    dataset by key, rows in the order of ``paths``); a folder of ``.npy`` as video_features lays it out, loaded as its
+    users load it (``np.load`` of ``<stem>_<key>.npy`` and ``<stem>_timestamps_ms.npy``), names unique where two
+    inputs in different folders share a stem."""
+    h5py = pytest.importorskip("h5py", reason='HDF5 export needs h5py: pip install "avidzoo[hdf5]"')
+    twin = tmp_path / "elsewhere" / Path(media[0]).name
+    twin.parent.mkdir()
+    shutil.copy(media[0], twin)
+    out = tmp_path / "feats"
+    avidzoo.extract_features(small_model, [*media, twin], out=out, clips_per_video=3, clip_agg="none",
+                             num_workers=0, progress=False)
+    clean = load_features(out)
+    assert cli(["export", str(out), "--to", str(tmp_path / "f.h5")]) == 0
+    with h5py.File(tmp_path / "f.h5", "r") as hf:
+        video, audio = hf["video"][:], hf["audio"][:]
+        paths = [p.decode() for p in hf["paths"][:]]
+        starts, meta = hf["clip_starts"][:], json.loads(hf.attrs["avidzoo_meta"])
+        failed = [p.decode() for p in hf["failed_paths"][:]]
+    assert video.shape == audio.shape == (FILES + 1, 3, 512) and paths == clean.paths and failed == list(clean.failed)
+    torch.testing.assert_close(torch.from_numpy(video), clean["video"])
+    torch.testing.assert_close(torch.from_numpy(audio), clean["audio"])
+    assert starts.tolist() == clean.clip_starts and meta["clip_agg"] == "none"
+
+    folder = tmp_path / "npy"
+    assert cli(["export", str(out), "--to", f"{folder}/"]) == 0
+    index = (folder / "index.csv").read_text().splitlines()
+    assert index[0] == "name,path,has_video,has_audio" and len(index) == FILES + 2
+    names = {line.split(",")[0] for line in index[1:]}
+    stem = Path(media[0]).stem
+    assert stem not in names and f"elsewhere__{stem}" in names and f"{Path(media[0]).parent.name}__{stem}" in names
+    by_path = {line.split(",")[0]: json.loads(",".join(line.split(",")[1:-2])) for line in index[1:]}
+    row = {p: i for i, p in enumerate(clean.paths)}
+    for name, path in by_path.items():
+        i = row[path]
+        features = np.load(folder / f"{name}_video.npy")  # (T, D), as video_features' users load it
+        assert features.shape == (3, 512)
+        torch.testing.assert_close(torch.from_numpy(features), clean["video"][i])
+        torch.testing.assert_close(torch.from_numpy(np.load(folder / f"{name}_audio.npy")), clean["audio"][i])
+        assert np.load(folder / f"{name}_timestamps_ms.npy").tolist() == [t * 1000 for t in clean.clip_starts[i]]
 
 
 def test_keyframe_sampling_starts_each_clip_at_a_keyframe(small_model, tmp_path):
@@ -258,3 +302,54 @@ def test_keyframe_sampling_starts_each_clip_at_a_keyframe(small_model, tmp_path)
     torch.testing.assert_close(got["audio"][0], expected["audio"].mean(0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="other settings .*sampling"):  # a uniform run may not resume this folder
         avidzoo.extract_features(small_model, path, out=out, clips_per_video=4, num_workers=0, progress=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 48 kB (tmpfs), to fill up; skipped where mounting is not allowed (CI runs as root)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_elsewhere_resumes(small_model, media, clean, small_disk, tmp_path):
+    """Extraction into a folder whose disk fills up: an OutputWriteError naming the folder, why, what is kept and
+    about how much the rest needs, not safetensors' traceback; what was written is complete, and the folder moved
+    to a disk with room finishes without redoing a finished input."""
+    out = small_disk / "feats"
+    with pytest.raises(OutputWriteError) as caught:
+        avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, shard_size=1,
+                                 progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"{out}: cannot write the features, its disk is full") and "\n" not in message
+    written = int(re.search(r"(\d+) input\(s\) of this run are written and kept", message).group(1))
+    left = int(re.search(r"the (\d+) left need about [\d.]+ kB more, [\d.]+ (?:bytes|kB) free there", message).group(1))
+    assert 0 < written < len(media) and written + left == len(media)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    kept = {p for p, r in read_rows(moved).items() if r["status"] == "ok"}
+    assert len(kept) == written and set(load_features(moved).paths) == kept
+    before = {f.name for f in (moved / "parts").glob("*.jsonl")}
+    avidzoo.extract_features(small_model, media, out=moved, clips_per_video=2, num_workers=0, progress=False)
+    assert_same_as_clean(moved, clean)
+    new_rows = [r for f in (moved / "parts").glob("*.jsonl") if f.name not in before for r in read_index(f)]
+    assert not kept & {r["path"] for r in new_rows}  # nothing finished was done again
+
+
+def test_full_and_read_only_output_exit_4_with_one_line(small_model, media, small_disk, capsys):
+    """The command line: status 4 (documented) and one line, for a full disk and for a folder turned read-only."""
+    out = small_disk / "feats"
+    args = ["extract", *map(str, media), "--model", str(small_model), "--out", str(out), "--clips-per-video", "2",
+            "--clip-agg", "none", "--workers", "0", "-q"]
+    assert cli(args) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"avidzoo extract: error: {out}: cannot write the features, its disk is full") \
+        and "\n" not in err and "rerun" in err
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert cli(args) == 4
+    err = capsys.readouterr().err.strip()
+    assert "it is on a read-only file system" in err and "free there" not in err and "\n" not in err

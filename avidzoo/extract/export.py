@@ -1,13 +1,18 @@
-"""An output folder as one file for downstream tools: Parquet (pandas, pyarrow, ``datasets.load_dataset("parquet")``,
-Polars, DuckDB) or NumPy ``.npz`` (``numpy.load`` without pickles), on this machine or at a URL (``s3://...``, through
-fsspec). Written atomically: a local file by rename, an object by its single upload on close."""
+"""An output folder in the layouts downstream tools read: Parquet (pandas, pyarrow,
+``datasets.load_dataset("parquet")``, Polars, DuckDB) or NumPy ``.npz`` (``numpy.load`` without pickles), on this
+machine or at a URL (``s3://...``, through fsspec); HDF5 (``h5py``, as AVE's dataloader reads its features); or a folder
+of per-file ``.npy`` as v-iashin/video_features lays them out. Each file is written atomically: a local file by
+rename, an object by its single upload on close."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
@@ -16,9 +21,11 @@ from .._files import atomic_path
 from ..io.remote import is_url, remote_fs
 from .store import load_features, read_rows
 
-__all__ = ["export_features", "PARQUET_HINT"]
+__all__ = ["export_features", "PARQUET_HINT", "HDF5_HINT", "npy_names"]
 
 PARQUET_HINT = 'Parquet export needs pyarrow: pip install "avidzoo[parquet]" (or "avidzoo[ray]", which brings it)'
+HDF5_HINT = 'HDF5 export needs h5py: pip install "avidzoo[hdf5]"'
+_FORMATS = (".parquet", ".npz", ".h5", ".hdf5")
 
 
 def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str:
@@ -35,32 +42,35 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
     per modality ``has_<modality>`` ``(N,)`` bool, the features ``(N, D)`` (or ``(N, clips, D)``; NaN where the
     stream is missing) and ``<modality>_coverage`` ``(N, clips)``, for the files that succeeded; and
     ``failed_paths`` / ``failed_errors``.
+    ``.h5`` / ``.hdf5``: the same arrays as ``.npz``, one dataset each (``video`` ``(N, clips, D)`` with
+    ``clip_agg="none"``: AVE's ``[N, T, ...]`` layout, read by key), ``paths`` as UTF-8 strings, and the folder's
+    ``meta.json`` in the file's ``avidzoo_meta`` attribute.
+    A folder (``to`` ends in ``/`` or is one): per file ``<name>_<modality>.npy`` (``(clips, D)``, or ``(D,)`` for
+    aggregated features; NaN where the stream is missing) and ``<name>_timestamps_ms.npy`` (each clip's start, in
+    milliseconds), as video_features writes them, ``<name>`` the file's stem (with its parent folders where stems
+    repeat, :func:`npy_names`), and ``index.csv`` mapping each name to its path and masks.
     """
     out = Path(out)
     remote = is_url(to)
+    folder = str(to).endswith(("/", os.sep)) or (not remote and Path(to).is_dir())
     to = str(to) if remote else Path(to)
     suffix = os.path.splitext(str(to))[1].lower()
-    if suffix not in (".parquet", ".npz"):
-        raise ValueError(f"{to}: export to .parquet or .npz")
+    if folder and remote:
+        raise ValueError(f"{to}: a folder of .npy files is written on this machine; export a URL as one file "
+                         f"({', '.join(_FORMATS)})")
+    if not folder and suffix not in _FORMATS:
+        raise ValueError(f"{to}: export to {', '.join(_FORMATS)}, or to a folder of .npy files (a path ending in /)")
     result = load_features(out)
     rows = read_rows(out)
+    if folder:
+        return _npy_folder(result, Path(to))
     if not remote:
         to.parent.mkdir(parents=True, exist_ok=True)
-    n = len(result.paths)
-    coverage = {m: [c.get(m, [0.0] * len(s) if not result.present[m][i] else [1.0] * len(s))
-                    for i, (c, s) in enumerate(zip(result.coverage, result.clip_starts))] for m in result.features}
+    if suffix in (".h5", ".hdf5"):
+        return _hdf5(result, out, to)
     if suffix == ".npz":
-        arrays = {
-            "paths": np.array(result.paths, dtype=str),
-            "clip_starts": np.array(result.clip_starts, dtype=np.float64).reshape(n, -1),
-            **{f"has_{m}": mask.numpy() for m, mask in result.present.items()},
-            **{f"{m}_coverage": np.array(cov, dtype=np.float32).reshape(n, -1) for m, cov in coverage.items()},
-            "failed_paths": np.array(list(result.failed), dtype=str),
-            "failed_errors": np.array(list(result.failed.values()), dtype=str),
-            **{m: t.numpy() for m, t in result.features.items()},
-        }
         with _writable(to) as f:
-            np.savez(f, **arrays)
+            np.savez(f, **_arrays(result))
         return to
     try:
         import pyarrow as pa
@@ -69,6 +79,7 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
         raise ImportError(PARQUET_HINT) from e
     ok = {p: i for i, p in enumerate(result.paths)}
     order = [*result.paths, *result.failed]
+    coverage = _coverage(result)
     columns = {
         "path": order,
         "status": [rows[p]["status"] for p in order],
@@ -92,6 +103,86 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
     with _writable(to) as f:
         pq.write_table(table, f)
     return to
+
+
+def _coverage(result) -> dict[str, list[list[float]]]:
+    """Per modality and file, the fraction of each clip the stream fills (0 where it is missing)."""
+    return {m: [c.get(m, [0.0] * len(s) if not result.present[m][i] else [1.0] * len(s))
+                for i, (c, s) in enumerate(zip(result.coverage, result.clip_starts))] for m in result.features}
+
+
+def _arrays(result) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` and HDF5 exports (see :func:`export_features`)."""
+    n = len(result.paths)
+    coverage = _coverage(result)
+    return {
+        "paths": np.array(result.paths, dtype=str),
+        "clip_starts": np.array(result.clip_starts, dtype=np.float64).reshape(n, -1),
+        **{f"has_{m}": mask.numpy() for m, mask in result.present.items()},
+        **{f"{m}_coverage": np.array(cov, dtype=np.float32).reshape(n, -1) for m, cov in coverage.items()},
+        "failed_paths": np.array(list(result.failed), dtype=str),
+        "failed_errors": np.array(list(result.failed.values()), dtype=str),
+        **{m: t.numpy() for m, t in result.features.items()},
+    }
+
+
+def _hdf5(result, out: Path, to: Path | str) -> Path | str:
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError(HDF5_HINT) from e
+    text = h5py.string_dtype()
+    # HDF5 seeks back and reads while it writes: it is made in a local file, renamed into place or uploaded
+    with tempfile.TemporaryDirectory(dir=to.parent if isinstance(to, Path) else None) as tmp:
+        made = Path(tmp) / "features.h5"
+        with h5py.File(made, "w") as h5:
+            for key, value in _arrays(result).items():
+                h5.create_dataset(key, data=value.astype(object) if value.dtype.kind == "U" else value,
+                                  dtype=text if value.dtype.kind == "U" else None)
+            h5.attrs["avidzoo_meta"] = (out / "meta.json").read_text()
+        if isinstance(to, Path):
+            os.replace(made, to)
+        else:
+            with open(made, "rb") as src, _writable(to) as f:
+                shutil.copyfileobj(src, f)
+    return to
+
+
+def npy_names(paths: list[str]) -> list[str]:
+    """A file name per input for a folder export: its stem, or where stems repeat (``a/clip.mp4``, ``b/clip.mp4``)
+    as many of its parent folders as make it unique, joined by ``__`` (``a__clip``, ``b__clip``)."""
+    parts = [PurePosixPath(str(p).replace(os.sep, "/")).with_suffix("").parts for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = ["__".join(x[-d:]).replace(":", "") for x, d in zip(parts, depth)]
+        seen: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            seen.setdefault(name, []).append(i)
+        clash = [i for group in seen.values() if len(group) > 1 for i in group if depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
+def _npy_folder(result, to: Path) -> Path:
+    to.mkdir(parents=True, exist_ok=True)
+    names = npy_names(result.paths)
+    rows = ["name,path," + ",".join(f"has_{m}" for m in result.features)]
+    for i, (path, name) in enumerate(zip(result.paths, names)):
+        for m, t in result.features.items():
+            _save_npy(to / f"{name}_{m}.npy", t[i].numpy())
+        _save_npy(to / f"{name}_timestamps_ms.npy", np.array(result.clip_starts[i], dtype=np.float64) * 1000.0)
+        flags = ",".join(str(bool(result.present[m][i])).lower() for m in result.features)
+        rows.append(f"{name},{json.dumps(path)},{flags}")
+    with atomic_path(to / "index.csv") as tmp:
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return to
+
+
+def _save_npy(dest: Path, array: np.ndarray) -> None:
+    with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array))
 
 
 def _fixed_size_lists(pa, feats: np.ndarray, rows: list[int | None]):

@@ -33,6 +33,7 @@ from .store import (
     collect_garbage,
     done_paths,
     new_writer_id,
+    no_room_error,
     ok_row,
     reset_output,
     write_snapshot,
@@ -196,6 +197,11 @@ class FeatureExtractor(ClipEncoder):
             "decoder": self.decoder,  # NVDEC's frames differ from swscale's by rounding: a resume must not mix them
         }
 
+    def row_bytes(self) -> int:
+        """Bytes one input's features take in an output folder (float32; every clip's with ``clip_agg="none"``)."""
+        clips = self.clips_per_video if self.clip_agg == "none" else 1
+        return 4 * clips * sum(self.feature_dim(m) for m in self.modalities)
+
     def extract(
         self,
         inputs: str | os.PathLike | Iterable[str | os.PathLike],
@@ -290,26 +296,35 @@ class FeatureExtractor(ClipEncoder):
         return build_result([ok_row(rows[i][0]) for i in order], [rows[i][1] for i in order], failed, self.meta())
 
     def _extract_to_dir(self, paths, out: Path, *, resume, retry_failed, shard_size, rank, world) -> Path:
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {**self.meta(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        if rank == 0 and not resume:
-            reset_output(out)
-        _barrier(world)
-        claim_meta(out, meta)
-        writer_id = new_writer_id()
-        collect_garbage(out, keep=[writer_id])  # what killed writers left unindexed
-        done = done_paths(out, retry_failed) if resume else set()
-        _barrier(world)  # every rank has read the same index before anyone appends to it
-        todo = [p for p in paths if str(p) not in done]
-        writer = ShardWriter(out, shard_size, self.modalities, writer=writer_id)
+        mine: list = paths[rank::world]
+        writer: ShardWriter | None = None
         try:
-            for item, feats in self._iterate(todo[rank::world], skip=done):
-                writer.add(item, feats)
-        finally:
-            writer.close()
-        _barrier(world)
-        if rank == 0:
-            write_snapshot(out, [str(p) for p in paths])
+            out.mkdir(parents=True, exist_ok=True)
+            meta = {**self.meta(),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            if rank == 0 and not resume:
+                reset_output(out)
+            _barrier(world)
+            claim_meta(out, meta)
+            writer_id = new_writer_id()
+            collect_garbage(out, keep=[writer_id])  # what killed writers left unindexed
+            done = done_paths(out, retry_failed) if resume else set()
+            _barrier(world)  # every rank has read the same index before anyone appends to it
+            mine = [p for p in paths if str(p) not in done][rank::world]
+            writer = ShardWriter(out, shard_size, self.modalities, writer=writer_id)
+            try:
+                for item, feats in self._iterate(mine, skip=done):
+                    writer.add(item, feats)
+            finally:
+                writer.close()
+            _barrier(world)
+            if rank == 0:
+                write_snapshot(out, [str(p) for p in paths])
+        except Exception as e:  # the disk full, a quota, a read-only folder: one line a person can act on
+            written = writer.written if writer is not None else 0
+            if (err := no_room_error(e, out, written, len(mine) - written, self.row_bytes())) is None:
+                raise
+            raise err from None
         return out
 
 

@@ -39,6 +39,7 @@ from .store import (
     collect_garbage,
     done_paths,
     new_writer_id,
+    no_room_error,
     object_versions,
     reset_output,
     write_snapshot,
@@ -207,55 +208,63 @@ def extract_with_ray(
     # The driver's extractor checks the options, and describes the run (meta.json) exactly as the plain engine does.
     driver = FeatureExtractor(model, device="cpu", num_workers=0, progress=False, **kwargs)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        reset_output(out)
-    claim_meta(out, driver.meta())
-    writer_id = new_writer_id()
-    collect_garbage(out, keep=[writer_id])
-    paths = select_shard(find_media_with_ray(inputs), shard)
-    done = done_paths(out, retry_failed, versions=_versions_in_tasks) if resume else set()
-    todo = [str(p) for p in paths if str(p) not in done]
-    # one row a file, and one a shard to stream (whole, or for the members named as inputs)
-    streams = shard_streams(todo)
-    skip: dict[str, list[str]] = {}  # each shard's members done before, passed over as it streams by
-    streamed = {shard for _, shard, _ in streams}
-    for name in done:
-        if (of := member_shard(name, streamed)) is not None:
-            skip.setdefault(of, []).append(name)
-    rows = sorted([{"index": k, "path": p, "skip": "[]", "only": "null"} for k, p in enumerate(todo)
-                   if not streams_from_shard(p)] +
-                  [{"index": k, "path": shard, "skip": json.dumps(skip.get(shard, [])),
-                    "only": json.dumps(sorted(only) if only is not None else None)} for k, shard, only in streams],
-                  key=lambda row: row["index"])
-    writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)
+    todo: list[str] = []
+    writer: ShardWriter | None = None
     try:
-        if todo:
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            n_actors = actors or max(gpus, 1)
-            config, state = driver.model.config, {k: v.cpu() for k, v in driver.model.state_dict().items()}
-            options = {"modalities": driver.modalities, "layer": driver.layer, "clip_agg": driver.clip_agg,
-                       "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
-                       "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
-                       "fuse": kwargs.get("fuse", True), "device": device}
-            ds = ray.data.from_items(rows)
-            ds = ds.map_batches(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
-                                                                "modalities": driver.modalities,
-                                                                "clips_per_video": driver.clips_per_video,
-                                                                "sampling": driver.sampling,
-                                                                # uint8 frames to GPU actors, model inputs to CPU ones
-                                                                "preprocess": "device" if gpus else "worker"},
-                                batch_size=1, batch_format="numpy", num_cpus=1,
-                                concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
-            ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
-                                                                "options": options},
-                                batch_size=files_per_batch, batch_format="numpy", concurrency=n_actors,
-                                num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
-            for row in ds.iter_rows():
-                item = json.loads(row["item"])
-                feats = load_tensors(bytes(row["features"])) if len(row["features"]) else None
-                writer.add(item, feats)
-    finally:
-        writer.close()
-    write_snapshot(out, [str(p) for p in paths])
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            reset_output(out)
+        claim_meta(out, driver.meta())
+        writer_id = new_writer_id()
+        collect_garbage(out, keep=[writer_id])
+        paths = select_shard(find_media_with_ray(inputs), shard)
+        done = done_paths(out, retry_failed, versions=_versions_in_tasks) if resume else set()
+        todo = [str(p) for p in paths if str(p) not in done]
+        # one row a file, and one a shard to stream (whole, or for the members named as inputs)
+        streams = shard_streams(todo)
+        skip: dict[str, list[str]] = {}  # each shard's members done before, passed over as it streams by
+        streamed = {shard for _, shard, _ in streams}
+        for name in done:
+            if (of := member_shard(name, streamed)) is not None:
+                skip.setdefault(of, []).append(name)
+        rows = sorted([{"index": k, "path": p, "skip": "[]", "only": "null"} for k, p in enumerate(todo)
+                       if not streams_from_shard(p)] +
+                      [{"index": k, "path": shard, "skip": json.dumps(skip.get(shard, [])),
+                        "only": json.dumps(sorted(only) if only is not None else None)} for k, shard, only in streams],
+                      key=lambda row: row["index"])
+        writer = ShardWriter(out, shard_size, driver.modalities, writer=writer_id)
+        try:
+            if todo:
+                gpus = int(ray.cluster_resources().get("GPU", 0))
+                n_actors = actors or max(gpus, 1)
+                config, state = driver.model.config, {k: v.cpu() for k, v in driver.model.state_dict().items()}
+                options = {"modalities": driver.modalities, "layer": driver.layer, "clip_agg": driver.clip_agg,
+                           "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
+                           "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
+                           "fuse": kwargs.get("fuse", True), "device": device}
+                ds = ray.data.from_items(rows)
+                ds = ds.map_batches(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
+                                                                    "modalities": driver.modalities,
+                                                                    "clips_per_video": driver.clips_per_video,
+                                                                    "sampling": driver.sampling,
+                                                                    # uint8 frames to GPU actors, inputs to CPU ones
+                                                                    "preprocess": "device" if gpus else "worker"},
+                                    batch_size=1, batch_format="numpy", num_cpus=1,
+                                    concurrency=(1, max(int(ray.cluster_resources().get("CPU", 1)), 1)))
+                ds = ds.map_batches(_Encode, fn_constructor_kwargs={"config": config, "state": ray.put(state),
+                                                                    "options": options},
+                                    batch_size=files_per_batch, batch_format="numpy", concurrency=n_actors,
+                                    num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
+                for row in ds.iter_rows():
+                    item = json.loads(row["item"])
+                    feats = load_tensors(bytes(row["features"])) if len(row["features"]) else None
+                    writer.add(item, feats)
+        finally:
+            writer.close()
+        write_snapshot(out, [str(p) for p in paths])
+    except Exception as e:  # the disk full, a quota, a read-only folder: one line a person can act on
+        written = writer.written if writer is not None else 0
+        if (err := no_room_error(e, out, written, max(len(todo) - written, 0), driver.row_bytes())) is None:
+            raise
+        raise err from None
     return out

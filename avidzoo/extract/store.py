@@ -14,10 +14,12 @@ which recognises live writers by the file locks they hold).
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -31,12 +33,13 @@ from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 
 from .._files import atomic_path
+from ..errors import OutputWriteError
 from ..io.remote import is_url, object_version
 from ..io.shards import is_shard, member_shard
 
 __all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
            "check_meta", "claim_meta", "reset_output", "read_index", "read_rows", "object_versions", "done_paths",
-           "new_writer_id", "ShardWriter", "live_writers", "collect_garbage",
+           "new_writer_id", "ShardWriter", "no_room_error", "live_writers", "collect_garbage",
            "write_snapshot", "StoreStatus", "status", "load_features"]
 
 INDEX_FILE = "index.jsonl"
@@ -244,6 +247,7 @@ class ShardWriter:
         self.index = out / "parts" / f"{self.writer}.jsonl"
         self.seq = 0
         self.buffer: list[tuple[dict, dict]] = []
+        self.written = 0  # inputs indexed by this writer (their data on disk)
 
     def add(self, item: dict, feats: dict | None) -> None:
         if feats is None:
@@ -257,14 +261,15 @@ class ShardWriter:
         if not self.buffer:
             return
         name = f"{self.writer}-{self.seq:06d}.safetensors"
-        tensors = {m: torch.stack([f[m] for _, f in self.buffer]).contiguous() for m in self.modalities}
+        buffer, self.buffer = self.buffer, []  # not written if this fails: a rerun redoes those inputs
+        tensors = {m: torch.stack([f[m] for _, f in buffer]).contiguous() for m in self.modalities}
         with atomic_path(self.out / "shards" / name) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             fsync(tmp)
-        rows = [{**ok_row(it), "shard": name, "row": r} for r, (it, _) in enumerate(self.buffer)]
+        rows = [{**ok_row(it), "shard": name, "row": r} for r, (it, _) in enumerate(buffer)]
         self._append(rows)  # after the shard is on disk: an indexed row always has its data
         self.seq += 1
-        self.buffer = []
+        self.written += len(rows)
 
     def _append(self, rows: list[dict]) -> None:
         t = time.time()
@@ -279,6 +284,45 @@ class ShardWriter:
         finally:
             if self.lock is not None:
                 self.lock.release()
+
+
+# OS errors that mean the output folder cannot take more, and how to say so
+_NO_ROOM = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "its disk quota is reached",
+            errno.EROFS: "it is on a read-only file system", errno.EFBIG: "a file outgrew the size its system allows"}
+
+
+def no_room_error(e: BaseException, out: Path, written: int, left: int,
+                  bytes_per_input: int) -> OutputWriteError | None:
+    """The :class:`OutputWriteError` that ``e`` means if it says the output folder ``out`` cannot take more (an
+    ``OSError``, or safetensors' error, which names the OS error in its message), else ``None``: one line with the
+    folder, why, what is kept, about how much the ``left`` inputs still need (``bytes_per_input`` each, their index
+    rows included) and what to do."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code not in _NO_ROOM:
+        found = re.search(r"os error (\d+)", str(e))
+        code = int(found.group(1)) if found else None
+    if code not in _NO_ROOM:
+        return None
+    need = left * (bytes_per_input + _INDEX_ROW_BYTES)
+    try:
+        free = f", {_size(shutil.disk_usage(out).free)} free there" if code != errno.EROFS else ""
+    except OSError:
+        free = ""
+    return OutputWriteError(
+        f"{out}: cannot write the features, {_NO_ROOM[code]} ({os.strerror(code)}). {written} input(s) of this run "
+        f"are written and kept; the {left} left need about {_size(need)} more{free}. Make room and rerun, or move the "
+        "folder to a disk with room and rerun with --out there: finished inputs are not redone")
+
+
+_INDEX_ROW_BYTES = 512  # about what one input's index row takes
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            break
+        n /= 1000
+    return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
 
 
 def fsync(path: Path) -> None:
