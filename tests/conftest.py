@@ -29,6 +29,12 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core this process may use, at most 4 (each imports torch and makes its own session
+    fixtures; more workers would mostly add memory)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 @pytest.fixture(scope="session")
 def learning_seed() -> int:
     """The seed of the tests marked ``learning`` (0 unless .ci/sweep_learning sets ``AVIDZOO_TEST_SEED``)."""

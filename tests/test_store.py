@@ -3,6 +3,7 @@ workers, --status, and settings that differ. Every file's features must equal a 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -253,12 +254,12 @@ def test_export_as_ave_and_video_features_read_it(small_model, media, tmp_path):
 
     folder = tmp_path / "npy"
     assert cli(["export", str(out), "--to", f"{folder}/"]) == 0
-    index = (folder / "index.csv").read_text().splitlines()
-    assert index[0] == "name,path,has_video,has_audio" and len(index) == FILES + 2
-    names = {line.split(",")[0] for line in index[1:]}
+    index = list(csv.DictReader((folder / "index.csv").read_text().splitlines()))
+    assert list(index[0]) == ["name", "path", "has_video", "has_audio"] and len(index) == FILES + 1
     stem = Path(media[0]).stem
+    names = {r["name"] for r in index}
     assert stem not in names and f"elsewhere__{stem}" in names and f"{Path(media[0]).parent.name}__{stem}" in names
-    by_path = {line.split(",")[0]: json.loads(",".join(line.split(",")[1:-2])) for line in index[1:]}
+    by_path = {r["name"]: r["path"] for r in index}
     row = {p: i for i, p in enumerate(clean.paths)}
     for name, path in by_path.items():
         i = row[path]

@@ -7,7 +7,8 @@ rename, an object by its single upload on close."""
 from __future__ import annotations
 
 import contextlib
-import json
+import csv
+import io
 import os
 import shutil
 import tempfile
@@ -168,15 +169,16 @@ def npy_names(paths: list[str]) -> list[str]:
 def _npy_folder(result, to: Path) -> Path:
     to.mkdir(parents=True, exist_ok=True)
     names = npy_names(result.paths)
-    rows = ["name,path," + ",".join(f"has_{m}" for m in result.features)]
+    table = io.StringIO()
+    rows = csv.writer(table, lineterminator="\n")
+    rows.writerow(["name", "path", *(f"has_{m}" for m in result.features)])
     for i, (path, name) in enumerate(zip(result.paths, names)):
         for m, t in result.features.items():
             _save_npy(to / f"{name}_{m}.npy", t[i].numpy())
         _save_npy(to / f"{name}_timestamps_ms.npy", np.array(result.clip_starts[i], dtype=np.float64) * 1000.0)
-        flags = ",".join(str(bool(result.present[m][i])).lower() for m in result.features)
-        rows.append(f"{name},{json.dumps(path)},{flags}")
+        rows.writerow([name, path, *(str(bool(result.present[m][i])).lower() for m in result.features)])
     with atomic_path(to / "index.csv") as tmp:
-        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        tmp.write_text(table.getvalue(), encoding="utf-8")
     return to
 
 

@@ -26,9 +26,10 @@ def cuda_hwaccel(frames_on: torch.device | None):
 
 
 def cuda_decoder_problem() -> str | None:
-    """What this machine lacks for ``decoder="cuda"``, or ``None``: a CUDA device that torch sees and an FFmpeg built
-    with CUDA hwaccel (PyAV's wheels are). Whether the driver has NVDEC shows only when a frame decodes
-    (:func:`cuda_decoder_works`)."""
+    """What this machine lacks for ``decoder="cuda"``, or ``None``: a CUDA device that torch sees, an FFmpeg built
+    with CUDA hwaccel (PyAV's wheels are), and NVDEC sessions that start beside torch's context
+    (:func:`nvdec_session_problem`). Whether NVDEC decodes a given file's codec shows when it decodes it
+    (:func:`~avidzoo.io.decode.cuda_decoder_works`)."""
     if not torch.cuda.is_available():
         build = "a CPU-only torch" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
         return f"no CUDA device ({build}; torch.cuda.is_available() is False); use decoder='software' or 'auto'"
