@@ -34,6 +34,7 @@ from .extract import (
     select_shard,
 )
 from .extract import status as extract_status
+from .extract.store import human_size
 from .factory import from_pretrained, list_models
 from .io import COLOUR_RULES, find_media
 from .io.shards import is_shard, member_shard
@@ -178,14 +179,14 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
                    modalities=args.modalities.split(",") if args.modalities else None,
                    layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, sampling=args.sampling,
-                   **_extractor_kwargs(args))
+                   maps=args.maps, **_extractor_kwargs(args))
     if args.engine == "ray":
         print("engine: ray", flush=True)
         out = extract_with_ray(args.model, inputs, args.out, address=args.ray_address, **options)
     else:
         run = {k: options.pop(k) for k in ("resume", "retry_failed", "shard")}
         extractor = FeatureExtractor(args.model, **options)
-        print(f"plan: {extractor.plan}", flush=True)
+        print(f"plan: {extractor.plan}; features {human_size(extractor.row_bytes())} per file", flush=True)
         out = extractor.extract(inputs, args.out, **run)
     if rank_world()[0] != 0:  # under torchrun rank 0, the last to finish (it writes the snapshot), reports for all
         return 0
@@ -445,6 +446,9 @@ def _parser_extract(sub) -> None:
                    "a local Ray)")
     s.add_argument("--modalities", help="video, audio or video,audio (default: every tower the model has)")
     s.add_argument("--layer", default="pool", help="pool (512-d), proj (128-d), conv1 .. conv5x (probe grids)")
+    s.add_argument("--maps", choices=["grid", "map", "full"], default="grid", help="an intermediate --layer pooled "
+                   "to its probe grid (default), its spatial map with time pooled (conv5x at 224 px: 512x7x7), or "
+                   "its whole map; the plan line says what a file's features take")
     s.add_argument("--clip-agg", choices=["mean", "max", "none"], default="mean")
     s.add_argument("--normalize", action="store_true", help="L2-normalise the features")
     s.add_argument("--no-resume", action="store_true", help="start the output folder over")

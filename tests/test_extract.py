@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from numpy import load as np_load
 
 import avidzoo
+from avidzoo.cli import main as cli
 from avidzoo.extract import FeatureExtractor, load_features
+from avidzoo.extract.store import human_size
 from avidzoo.io import MediaFile
 
 from media import make_video
@@ -65,8 +68,10 @@ def probe_stream_seconds(path: Path, kind: str) -> float:
         return float(stream.duration * stream.time_base)
 
 
-def reference(model: avidzoo.AVIDModel, path: Path, n: int, layer: str = "pool") -> dict[str, torch.Tensor]:
-    """Per-clip features by hand: decode, transform, forward each clip alone through the unfused model."""
+def reference(model: avidzoo.AVIDModel, path: Path, n: int, layer: str = "pool",
+              maps: str = "grid") -> dict[str, torch.Tensor]:
+    """Per-clip features by hand: decode, transform, forward each clip alone through the unfused model (an
+    intermediate layer pooled to its probe grid, or its map: ``maps="map"`` pools time as the probe pools)."""
     t = avidzoo.create_transforms(model)
     starts = expected_starts(path, n)
     with MediaFile(path) as f:
@@ -83,10 +88,14 @@ def reference(model: avidzoo.AVIDModel, path: Path, n: int, layer: str = "pool")
                 out["video"].append(model.encode_video(v, project=True)[0])
                 out["audio"].append(model.encode_audio(a, project=True)[0])
             else:
-                fv = model.forward_features(v, modality="video")[layer]
-                fa = model.forward_features(a, modality="audio")[layer]
-                out["video"].append(F.adaptive_max_pool3d(fv, (1, 4, 4)).flatten())
-                out["audio"].append(F.adaptive_avg_pool2d(fa, (4, 4)).flatten())
+                fv = model.forward_features(v, modality="video")[layer][0]
+                fa = model.forward_features(a, modality="audio")[layer][0]
+                if maps == "grid":
+                    fv, fa = F.adaptive_max_pool3d(fv, (1, 4, 4)).flatten(), F.adaptive_avg_pool2d(fa, (4, 4)).flatten()
+                elif maps == "map":
+                    fv, fa = fv.amax(1), fa.mean(1)
+                out["video"].append(fv)
+                out["audio"].append(fa)
     return {k: torch.stack(v) for k, v in out.items()}
 
 
@@ -130,6 +139,44 @@ def test_other_layers(model, folder, layer):
     assert r["video"].shape[-1] == fx.feature_dim("video") == ref["video"].shape[-1]
     torch.testing.assert_close(r["audio"][0], ref["audio"], **TOL)
     torch.testing.assert_close(r["video"][0], ref["video"], rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("maps,video_shape,audio_shape", [("map", (512, 7, 7), (512, 17)),
+                                                        ("full", (512, 1, 7, 7), (512, 13, 17))])
+def test_spatial_maps(model, folder, maps, video_shape, audio_shape):
+    """``maps``: conv5x kept as its map per clip (512 x 7 x 7 at 224 px with time pooled as the probe pools, or the
+    whole map), equal to the layer's map of each clip by hand, and in that shape in memory."""
+    m, _ = model
+    fx = FeatureExtractor(m, clips_per_video=2, clip_agg="none", layer="conv5x", maps=maps, num_workers=0,
+                          channels_last=False)
+    assert fx.map_shapes == {"video": video_shape, "audio": audio_shape}
+    r = fx.extract(folder / "clip1.mp4")
+    assert r["video"].shape == (1, 2, *video_shape) and r["audio"].shape == (1, 2, *audio_shape)
+    ref = reference(m, folder / "clip1.mp4", 2, "conv5x", maps)
+    torch.testing.assert_close(r["audio"][0], ref["audio"], **TOL)
+    torch.testing.assert_close(r["video"][0], ref["video"], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="keeps an intermediate layer's map"):
+        FeatureExtractor(m, layer="pool", maps="map")
+
+
+def test_spatial_maps_from_the_command_line(model, folder, tmp_path, capsys):
+    """``--maps map``: the plan line says what a file's features take, the folder loads back as maps, and an export
+    keeps their shape."""
+    _, saved = model
+    out = tmp_path / "maps"
+    assert cli(["extract", str(folder / "clip1.mp4"), "--model", str(saved), "--out", str(out), "--layer", "conv5x",
+                "--maps", "map", "--clips-per-video", "2", "--workers", "0", "-q"]) == 0
+    size = human_size(4 * (512 * 7 * 7 + 512 * 17))
+    assert f"; features {size} per file" in capsys.readouterr().out
+    loaded = load_features(out)
+    assert loaded["video"].shape == (1, 512, 7, 7) and loaded.meta["feature_shapes"]["audio"] == [512, 17]
+    assert cli(["export", str(out), "--to", str(tmp_path / "maps.npz")]) == 0
+    with np_load(tmp_path / "maps.npz") as z:
+        assert z["video"].shape == (1, 512, 7, 7)
+    # a folder of maps is not resumed as vectors
+    assert cli(["extract", str(folder / "clip1.mp4"), "--model", str(saved), "--out", str(out), "--layer", "conv5x",
+                "--clips-per-video", "2", "--workers", "0", "-q"]) == 2
+    assert "maps differ" in capsys.readouterr().err
 
 
 def test_tensors_decoded_by_the_user(model):

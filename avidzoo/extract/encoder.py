@@ -15,8 +15,11 @@ from .._env import autocast_dtype, default_device
 from ..manifest import get_manifest
 from ..models.avid import AVIDModel
 from ..models.fuse import fuse_batchnorm
+from ..transforms import audio_transform
 
-__all__ = ["ClipEncoder", "parse_dtype", "model_fingerprint"]
+MAPS = ("grid", "map", "full")  # an intermediate layer pooled to the probe grid, its map time-pooled, or whole
+
+__all__ = ["MAPS", "ClipEncoder", "parse_dtype", "model_fingerprint"]
 
 log = logging.getLogger("avidzoo")
 
@@ -67,6 +70,7 @@ class ClipEncoder:
         channels_last: bool = True,
         compile: bool | str = False,
         fuse: bool = True,
+        maps: Literal["grid", "map", "full"] = "grid",
     ) -> None:
         self.modalities = tuple(modalities)
         missing = [m for m in self.modalities if m not in model.modalities]
@@ -80,6 +84,11 @@ class ClipEncoder:
                 if layer not in self.grids[m]["grid"]:
                     raise ValueError(f"layer {layer!r} is not one of pool, proj, "
                                      f"{', '.join(self.grids[m]['grid'])} for the {m} tower")
+        if maps not in MAPS:
+            raise ValueError(f"maps must be one of {MAPS}, got {maps!r}")
+        if maps != "grid" and layer in ("pool", "proj"):
+            raise ValueError(f"maps={maps!r} keeps an intermediate layer's map: pass layer='conv1' .. 'conv5x'")
+        self.maps = maps
         if layer == "proj" and model.embed_dim is None:
             raise ValueError("layer='proj' needs the projection heads, which this model does not have")
         self.model = model.eval()
@@ -93,6 +102,8 @@ class ClipEncoder:
         if channels_last and "video" in self.modalities:
             net.video_encoder.to(memory_format=torch.channels_last_3d)
         self._net = net
+        # a map's shape per clip, found by one forward of a zero input (it follows the input size)
+        self.map_shapes = {m: self._map_shape(m) for m in self.modalities} if maps != "grid" else {}
         self._encode = {m: self._encoder_fn(m) for m in self.modalities}
         if compile:  # True: torch.compile's default mode; a string names the mode ("reduce-overhead": CUDA graphs)
             mode = compile if isinstance(compile, str) else None
@@ -105,6 +116,8 @@ class ClipEncoder:
             enc = net.encode_video if modality == "video" else net.encode_audio
             return lambda x: enc(x, project=layer == "proj")
         grid = self.grids[modality]
+        if self.maps != "grid":
+            return lambda x: torch.flatten(self._map(x, modality), 1)
         size = grid["grid"][layer]
         pools = {("video", "max"): F.adaptive_max_pool3d, ("video", "avg"): F.adaptive_avg_pool3d,
                  ("audio", "max"): F.adaptive_max_pool2d, ("audio", "avg"): F.adaptive_avg_pool2d}
@@ -115,8 +128,28 @@ class ClipEncoder:
 
         return encode
 
+    def _map(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """The layer's map ``(B, C, T', H', W')`` (audio ``(B, C, T', F')``), with ``maps="map"`` pooled over time
+        as the layer's probe pools (max for video, mean for audio): ``(B, C, H', W')`` / ``(B, C, F')``."""
+        z = self._net.forward_features(x, modality=modality)[self.layer]
+        if self.maps == "map":
+            z = z.amax(2) if self.grids[modality]["pool"] == "max" else z.mean(2)
+        return z
+
+    @torch.inference_mode()
+    def _map_shape(self, modality: str) -> tuple[int, ...]:
+        pre = self.model.config["preprocessing"][modality]
+        if modality == "video":
+            x = torch.zeros(1, 3, int(pre["num_frames"]), int(pre["crop_size"]), int(pre["crop_size"]))
+        else:  # the spectrogram of a silent clip: its shape is what the transform makes of one clip
+            wave = torch.zeros(1, int(round(float(pre["clip_duration"]) * int(pre["sample_rate"]))))
+            x = audio_transform(pre)(wave)[None]
+        return tuple(self._map(x.to(self.device), modality).shape[1:])
+
     def feature_dim(self, modality: str) -> int:
-        """D of one clip's features for ``modality`` at this layer."""
+        """D of one clip's features for ``modality`` at this layer (a map's, flattened)."""
+        if self.maps != "grid":
+            return math.prod(self.map_shapes[modality])
         if self.layer == "pool":
             return self.model.num_features
         if self.layer == "proj":

@@ -95,6 +95,10 @@ class FeatureExtractor(ClipEncoder):
         clip_agg: ``"mean"`` or ``"max"`` over a file's clips, or ``"none"`` to keep every clip.
         layer: ``"pool"`` (512-d pooled features), ``"proj"`` (128-d pretraining embedding), or an intermediate map
             ``"conv1"`` .. ``"conv5x"`` pooled to the original linear-probe grid (manifest ``protocols``).
+        maps: for an intermediate layer, ``"grid"`` (default: pooled to the probe grid), ``"map"`` (its spatial map,
+            time pooled as the probe pools: video ``(C, H', W')``, ``conv5x`` at 224 px ``(512, 7, 7)``; audio
+            ``(C, F')``) or ``"full"`` (the whole map, ``(C, T', H', W')`` / ``(C, T', F')``). Features come back in
+            that shape per clip (``feature_shapes`` in ``meta.json``); maps are much larger than vectors.
         normalize: L2-normalise each clip's features (and the aggregate).
         batch_size: clips per forward pass (mixed across files); halved automatically on CUDA out-of-memory.
         num_workers, decoder_threads, torch_threads: decoding processes, FFmpeg threads in each, and the model's
@@ -139,6 +143,7 @@ class FeatureExtractor(ClipEncoder):
         decoder_threads: int | None = None,
         torch_threads: int | None = None,
         decoder: Literal["auto", "software", "cuda"] = "auto",
+        maps: Literal["grid", "map", "full"] = "grid",
     ) -> None:
         wanted = normalize_modalities(modalities) if modalities is not None else None
         if decoder not in ("auto", "software", "cuda"):
@@ -153,7 +158,7 @@ class FeatureExtractor(ClipEncoder):
             raise ValueError(f"clips_per_video must be at least 1, got {clips_per_video}")
         super().__init__(model, modalities=wanted or model.modalities, layer=layer, clip_agg=clip_agg,
                          normalize=normalize, batch_size=batch_size, device=device, dtype=dtype,
-                         channels_last=channels_last, compile=compile, fuse=fuse)
+                         channels_last=channels_last, compile=compile, fuse=fuse, maps=maps)
         self.clips_per_video, self.sampling = clips_per_video, sampling
         self.decoder = decoder
         self.plan: ThreadPlan = plan_threads(self.device, workers=num_workers, decoder_threads=decoder_threads,
@@ -194,6 +199,8 @@ class FeatureExtractor(ClipEncoder):
             "dtype": str(self.dtype).removeprefix("torch."),
             "license": cfg.get("license"),
             **({"sampling": self.sampling} if self.sampling != "uniform" else {}),  # folders before it had none
+            **({"maps": self.maps, "feature_shapes": {m: list(s) for m, s in self.map_shapes.items()}}
+               if self.maps != "grid" else {}),
             "decoder": self.decoder,  # NVDEC's frames differ from swscale's by rounding: a resume must not mix them
         }
 

@@ -241,7 +241,7 @@ def extract_with_ray(
                 options = {"modalities": driver.modalities, "layer": driver.layer, "clip_agg": driver.clip_agg,
                            "normalize": driver.normalize, "batch_size": kwargs.get("batch_size"),
                            "dtype": kwargs.get("dtype"), "channels_last": kwargs.get("channels_last", True),
-                           "fuse": kwargs.get("fuse", True), "device": device}
+                           "fuse": kwargs.get("fuse", True), "device": device, "maps": driver.maps}
                 ds = ray.data.from_items(rows)
                 ds = ds.map_batches(_Decode, fn_constructor_kwargs={"transforms": driver.transforms,
                                                                     "modalities": driver.modalities,

@@ -39,7 +39,7 @@ from ..io.shards import is_shard, member_shard
 
 __all__ = ["INDEX_FILE", "META_FILE", "FAILED_FILE", "ExtractionResult", "ok_row", "missing_modalities", "build_result",
            "check_meta", "claim_meta", "reset_output", "read_index", "read_rows", "object_versions", "done_paths",
-           "new_writer_id", "ShardWriter", "no_room_error", "live_writers", "collect_garbage",
+           "new_writer_id", "ShardWriter", "no_room_error", "human_size", "live_writers", "collect_garbage",
            "write_snapshot", "StoreStatus", "status", "load_features"]
 
 INDEX_FILE = "index.jsonl"
@@ -49,8 +49,9 @@ FAILED_FILE = "failed.txt"  # the failed files' paths, one a line: an input list
 
 @dataclass
 class ExtractionResult:
-    """Features of a run. ``features[modality]`` is ``(N, D)`` (or ``(N, clips, D)`` with ``clip_agg="none"``), row i
-    belonging to ``paths[i]``; ``failed`` maps the paths that could not be read to their error.
+    """Features of a run. ``features[modality]`` is ``(N, D)`` (or ``(N, clips, D)`` with ``clip_agg="none"``; a map's
+    shape in place of ``D`` with ``maps``, e.g. ``(N, 512, 7, 7)``), row i belonging to ``paths[i]``; ``failed``
+    maps the paths that could not be read to their error.
 
     ``present[modality]`` ``(N,)`` bool is the mask of files that have that stream: a file without it (a video
     without a soundtrack, an audio-only file) has NaN features there. ``no_audio`` lists the paths without a
@@ -94,6 +95,8 @@ def build_result(rows: Sequence[Mapping[str, Any]], feats: Sequence[Mapping[str,
     modalities = meta["modalities"]
     features = {m: torch.stack([f[m] for f in feats]) if feats else torch.empty(0, meta["feature_dims"][m])
                 for m in modalities}
+    for m, shape in (meta.get("feature_shapes") or {}).items():  # maps: each clip's (C, H', W') or (C, T', ...)
+        features[m] = features[m].reshape(*features[m].shape[:-1], *shape)
     missing = [set(missing_modalities(r)) for r in rows]
     present = {m: torch.tensor([m not in gone for gone in missing], dtype=torch.bool) for m in modalities}
     return ExtractionResult(paths=[r["path"] for r in rows], features=features,
@@ -103,9 +106,9 @@ def build_result(rows: Sequence[Mapping[str, Any]], feats: Sequence[Mapping[str,
 
 
 _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normalize", "clips_per_video",
-                 "preprocessing", "dtype", "sampling", "decoder")
+                 "preprocessing", "dtype", "sampling", "decoder", "maps")
 # Settings that folders written before them do not record: what those folders ran with.
-_META_DEFAULTS = {"sampling": "uniform", "decoder": "software"}
+_META_DEFAULTS = {"sampling": "uniform", "decoder": "software", "maps": "grid"}
 
 
 def check_meta(path: Path, meta: Mapping[str, Any]) -> None:
@@ -305,19 +308,20 @@ def no_room_error(e: BaseException, out: Path, written: int, left: int,
         return None
     need = left * (bytes_per_input + _INDEX_ROW_BYTES)
     try:
-        free = f", {_size(shutil.disk_usage(out).free)} free there" if code != errno.EROFS else ""
+        free = f", {human_size(shutil.disk_usage(out).free)} free there" if code != errno.EROFS else ""
     except OSError:
         free = ""
     return OutputWriteError(
         f"{out}: cannot write the features, {_NO_ROOM[code]} ({os.strerror(code)}). {written} input(s) of this run "
-        f"are written and kept; the {left} left need about {_size(need)} more{free}. Make room and rerun, or move the "
-        "folder to a disk with room and rerun with --out there: finished inputs are not redone")
+        f"are written and kept; the {left} left need about {human_size(need)} more{free}. Make room and rerun, or move "
+        "the folder to a disk with room and rerun with --out there: finished inputs are not redone")
 
 
 _INDEX_ROW_BYTES = 512  # about what one input's index row takes
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """``n`` bytes as people read them (``50.7 kB``)."""
     for unit in ("bytes", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             break
