@@ -26,13 +26,18 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["AVIDZOO_TEST_THREADS"]))
     elif os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+        torch.set_num_threads(max(1, usable_cores() // workers))
+
+
+def usable_cores() -> int:
+    """The cores this process may use (its affinity where the system says, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker per core this process may use, at most 4 (each imports torch and makes its own session
     fixtures; more workers would mostly add memory)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    return max(1, min(usable_cores(), 4))
 
 
 @pytest.fixture(scope="session")
