@@ -75,6 +75,12 @@ def preset_colour(video_cfg: dict | None) -> str:
     return check_rule((video_cfg or {}).get("colour", "bt601"))
 
 
+def _legacy_full_range(pixel_format: str, yuvj: bool | None) -> bool:
+    """The BT.601 rule's range, as old swscale read it: full for a ``yuvj*`` layout, or for one (NVDEC's NV12) of a
+    stream the software decoder gives as ``yuvj*``; limited otherwise, whatever the frame's tag says."""
+    return pixel_format.startswith("yuvj") or bool(yuvj)
+
+
 def swscale_colour(frame, rule: str, yuvj: bool | None = None) -> dict[str, str]:
     """``reformat()`` keyword arguments that make swscale convert ``frame`` by ``rule``: for ``"bt601"`` the BT.601
     matrix and the range old swscale read (full for ``yuvj*``; ``yuvj`` says so for a layout that does not, such as
@@ -83,8 +89,7 @@ def swscale_colour(frame, rule: str, yuvj: bool | None = None) -> dict[str, str]
     fmt = frame.format
     if check_rule(rule) == "tagged" or fmt.is_rgb or fmt.has_palette or len(fmt.components) < 3:
         return {}
-    full = fmt.name.startswith("yuvj") or bool(yuvj)
-    return {"src_colorspace": "ITU601", "src_color_range": "JPEG" if full else "MPEG"}
+    return {"src_colorspace": "ITU601", "src_color_range": "JPEG" if _legacy_full_range(fmt.name, yuvj) else "MPEG"}
 
 
 def rgb_supported(frame) -> bool:
@@ -132,7 +137,7 @@ def frame_to_rgb(frame, device: torch.device | str, rule: str = "bt601", yuvj: b
         full = int(getattr(frame, "color_range", 0) or 0) == _FULL_RANGE
     else:
         kr, kb = _BT601
-        full = fmt.startswith("yuvj") or bool(yuvj)
+        full = _legacy_full_range(fmt, yuvj)
     kg = 1.0 - kr - kb
     if full:
         luma, cb, cr = y, u - 128.0, v - 128.0
