@@ -20,7 +20,7 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .evaluate import EvalReport, evaluate
-from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features
+from .extract import ExtractionResult, FeatureExtractor, extract_features, load_features, per_second
 from .factory import create_model, create_transforms, from_pretrained, list_models, read_config
 from .hub import cache_dir, download
 from .models.avid import AVIDModel
@@ -40,6 +40,7 @@ __all__ = [
     "linear_probe",
     "ProbeReport",
     "load_features",
+    "per_second",
     "score_av",
     "similarity",
     "Transforms",

@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import av
 import torch
@@ -167,6 +168,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         for path, err in list(report.failed.items())[:10]:
             print(f"  failed: {path}: {err}")
         return 0
+    segments = _segments_arg(args.segments)
+    if not args.inputs and isinstance(segments, str):  # the segments CSV names the files
+        args.inputs = [segments]
     if not args.inputs or not args.model or not args.out:
         raise ValueError("extract needs INPUTS, --model and --out (or --status DIR)")
     t0 = time.perf_counter()
@@ -179,14 +183,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = dict(resume=not args.no_resume, retry_failed=args.retry_failed, shard=shard,
                    modalities=args.modalities.split(",") if args.modalities else None,
                    layer=args.layer, clip_agg=args.clip_agg, normalize=args.normalize, sampling=args.sampling,
-                   maps=args.maps, **_extractor_kwargs(args))
+                   maps=args.maps, stride=args.stride, segments=segments, **_extractor_kwargs(args))
     if args.engine == "ray":
         print("engine: ray", flush=True)
         out = extract_with_ray(args.model, inputs, args.out, address=args.ray_address, **options)
     else:
         run = {k: options.pop(k) for k in ("resume", "retry_failed", "shard")}
         extractor = FeatureExtractor(args.model, **options)
-        print(f"plan: {extractor.plan}; features {human_size(extractor.row_bytes())} per file", flush=True)
+        per = "row" if extractor.timeline is not None else "file"
+        print(f"plan: {extractor.plan}; features {human_size(extractor.row_bytes())} per {per}", flush=True)
         out = extractor.extract(inputs, args.out, **run)
     if rank_world()[0] != 0:  # under torchrun rank 0, the last to finish (it writes the snapshot), reports for all
         return 0
@@ -206,6 +211,18 @@ def _cmd_extract(args: argparse.Namespace) -> int:
               f"{out / FAILED_FILE} (errors in {out / INDEX_FILE}); --retry-failed tries them again")
         return 0 if args.allow_failures else FAILED_FILES
     return 0
+
+
+def _segments_arg(value: str | None) -> float | str | None:
+    """``--segments``: a length in seconds, or the path of a segments CSV."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        if not Path(value).is_file() and "://" not in value:
+            raise ValueError(f"--segments {value}: neither a length in seconds nor a CSV file") from None
+        return value
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -450,12 +467,17 @@ def _parser_extract(sub) -> None:
                    "to its probe grid (default), its spatial map with time pooled (conv5x at 224 px: 512x7x7), or "
                    "its whole map; the plan line says what a file's features take")
     s.add_argument("--clip-agg", choices=["mean", "max", "none"], default="mean")
+    s.add_argument("--stride", type=float, metavar="S", help="features over time: a row every S seconds (each the "
+                   "longest clip's length), as many as each file holds, with their times")
+    s.add_argument("--segments", metavar="LEN|CSV", help="features over time: back-to-back segments of LEN seconds "
+                   "(1: AVE/AVVP's one row per second), or a CSV of path,start,end[,label][,id] (one row per "
+                   "segment; INPUTS default to its files); --clips-per-video clips per row (default 1; 10 for a CSV)")
     s.add_argument("--normalize", action="store_true", help="L2-normalise the features")
     s.add_argument("--no-resume", action="store_true", help="start the output folder over")
     s.add_argument("--retry-failed", action="store_true", help="on resume, try the failed files again")
     s.add_argument("--allow-failures", action="store_true", help=f"exit 0 when some files failed (default: exit "
                    f"{FAILED_FILES}; they are recorded and listed in OUT/{FAILED_FILE} either way)")
-    s.set_defaults(func=_cmd_extract)
+    s.set_defaults(func=_cmd_extract, clips_per_video=None)  # 10 per file, 1 per row over time
 
 
 def _parser_export(sub) -> None:

@@ -39,6 +39,17 @@ def _small_h264(container, size: int):
     return vs
 
 
+def second_colour(s: int) -> tuple[int, int, int]:
+    """The colour of second ``s`` in a ``pattern="seconds"`` video: grey levels far apart for neighbouring seconds."""
+    v = (40 + 97 * s) % 200 + 28
+    return (v, 255 - v, (v * 3) % 256)
+
+
+def second_tone(s):
+    """The tone (Hz) of second ``s`` in a ``pattern="seconds"`` file."""
+    return 400.0 + 150.0 * (s % 12)
+
+
 def make_video(
     path: str | Path,
     *,
@@ -112,6 +123,9 @@ def make_video(
             if pattern == "index":
                 img = np.empty((size[1], size[0], 3), np.uint8)
                 img[:] = index_colour(i)
+            elif pattern == "seconds":  # a colour per whole second: second s shows second_colour(s)
+                img = np.empty((size[1], size[0], 3), np.uint8)
+                img[:] = second_colour(int(t + 1e-9))
             elif pattern == "scene":  # camera-like: smooth shapes panning, a moving object, a little sensor noise
                 if i == 0:
                     small = rng.integers(0, 256, (size[1] // 16 + 2, size[0] // 16 + 2, 3)).astype(np.float32)
@@ -146,7 +160,10 @@ def make_video(
     if aus is not None:
         n = int(round(audio_rate * audio_seconds))
         t = audio_offset + np.arange(n) / audio_rate  # file time of each sample
-        tone = np.where(t >= tone_start, 0.5 * np.sin(2 * np.pi * tone_freq * t), 0.0).astype(np.float32)
+        if pattern == "seconds":  # a tone per whole second: second s plays second_tone(s) Hz
+            tone = (0.5 * np.sin(2 * np.pi * second_tone(np.floor(t + 1e-9)) * t)).astype(np.float32)
+        else:
+            tone = np.where(t >= tone_start, 0.5 * np.sin(2 * np.pi * tone_freq * t), 0.0).astype(np.float32)
         chans = tone_channels if tone_channels is not None else tuple(range(channels))
         data = np.stack([tone if c in chans else np.zeros_like(tone) for c in range(channels)])
         fmt = aus.codec_context.format.name  # what the encoder takes: planar float for AAC, s16 for PCM and MP3 ...

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,19 @@ def test_ray_engine_equals_the_plain_path(small_model, media, clean, tmp_path, c
         extract_with_ray(small_model, media, out, clips_per_video=2, files_per_batch=4)
         avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, progress=False)
         assert_same_as_clean(out, clean)
+        # features over time: the Ray engine's rows (parts joined in the driver, published together) equal the local
+        # engine's, in the main process and in two DataLoader workers (files in parts, interleaved)
+        timed = extract_with_ray(small_model, media, tmp_path / "ray_rows", segments=0.25, files_per_batch=2)
+        with warnings.catch_warnings():  # two workers beside the model on 2 cores: the plan warns, as it should
+            warnings.simplefilter("ignore", UserWarning)
+            here = [avidzoo.extract_features(small_model, media, segments=0.25, num_workers=w, progress=False,
+                                             batch_size=2) for w in (0, 2)]
+        got = load_features(timed)
+        for r in here:
+            assert r.paths == got.paths and list(r.failed) == list(got.failed)
+            assert torch.equal(r.times, got.times) and torch.equal(r.row_file, got.row_file)
+            torch.testing.assert_close(r["video"], got["video"])
+            torch.testing.assert_close(r["audio"], got["audio"])
     finally:
         ray.shutdown()
 

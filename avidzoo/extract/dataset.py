@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import io
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,9 +21,15 @@ from ..io.colour import preset_colour
 from ..io.frame_rules import FRAME_RULES, rule_clips
 from ..io.shards import shard_members
 from ..transforms import Transforms, clip_seconds
+from .timeline import Timeline
 
-__all__ = ["ClipDataset", "ShardClips", "shard_items", "collate_items", "init_worker", "prepare_batch",
-           "threaded_items", "stage_item"]
+__all__ = ["ClipDataset", "FileParts", "join_parts", "CHUNK_CLIPS", "ShardClips", "shard_items", "collate_items",
+           "init_worker", "prepare_batch", "threaded_items", "threaded_parts", "stage_item"]
+
+
+# Clips a part of a long file holds (see ClipDataset.read_parts): enough to fill a CPU batch, few enough that parts in
+# flight take little memory.
+CHUNK_CLIPS = 32
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -49,8 +59,12 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[Path | str], transforms: Transforms, modalities: Sequence[str],
                  clips_per_video: int, sampling: str = "uniform", *, preprocess: str = "worker",
                  decoder_threads: int = 1, decoder: str = "software",
-                 frames_on: torch.device | str | None = None) -> None:
+                 frames_on: torch.device | str | None = None, timeline: Timeline | None = None,
+                 chunk_clips: int = CHUNK_CLIPS) -> None:
         self.paths = list(paths)
+        self.timeline, self.chunk_clips = timeline, max(chunk_clips, 1)
+        if timeline is not None and sampling != "uniform":
+            raise ValueError("sampling='keyframe' moves whole-file clips; rows over time are placed by their times")
         self.sampling = sampling
         self.raw = preprocess == "device"
         if preprocess not in ("worker", "device"):
@@ -80,7 +94,10 @@ class ClipDataset(torch.utils.data.Dataset):
     def read(self, index: Any, path: Path | str, *, fileobj: Any = None,
              metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """The item of one input (``fileobj``: its open data, for a shard's member; ``metadata`` travels with it into
-        the index); an input that cannot be read gives ``{"index", "path", "error"}``, never an exception."""
+        the index); an input that cannot be read gives ``{"index", "path", "error"}``, never an exception. With a
+        timeline, the whole file's rows in one item (:meth:`read_parts` gives them in bounded parts)."""
+        if self.timeline is not None:
+            return join_parts(list(self.read_parts(index, path, fileobj=fileobj, metadata=metadata)))
         try:
             with MediaFile(path, threads=self.decoder_threads, decoder=self.decoder, frames_on=self.frames_on,
                            fileobj=fileobj, colour=self.colour) as f:
@@ -92,6 +109,93 @@ class ClipDataset(torch.utils.data.Dataset):
         if metadata is not None:
             item["metadata"] = metadata
         return item
+
+    def read_parts(self, index: Any, path: Path | str, *, fileobj: Any = None,
+                   metadata: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """A file's items in parts of at most ``chunk_clips`` clips (whole rows), decoded front to back, so that an
+        hour-long file takes the memory of a short one: each part carries ``"part"`` (from 0) and ``"last"``, and
+        :func:`join_parts` (or the pipeline, part by part) makes them one file again. Without a timeline, the one
+        item of :meth:`read`. A file that fails on the way gives an error item (after its earlier parts)."""
+        if self.timeline is None:
+            yield self.read(index, path, fileobj=fileobj, metadata=metadata)
+            return
+        try:
+            with contextlib.ExitStack() as stack:
+                f = stack.enter_context(MediaFile(path, threads=self.decoder_threads, decoder=self.decoder,
+                                                  frames_on=self.frames_on, fileobj=_own_position(fileobj),
+                                                  colour=self.colour))
+                yield from self._read_rows(index, path, f, stack, fileobj, metadata)
+        except DecodeError as e:
+            yield {"index": index, "path": str(path), "error": f"{type(e).__name__}: {e.problem}", "last": True}
+        except Exception as e:  # an unexpected failure on one file must not end a long run
+            yield {"index": index, "path": str(path), "error": f"{type(e).__name__}: {e}", "last": True}
+
+    def _read_rows(self, index: Any, path: Path | str, f: MediaFile, stack: contextlib.ExitStack, fileobj: Any,
+                   metadata: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+        spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
+        if not spans:
+            raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
+        rows, notes, placement = self.timeline.rows(str(path), spans, self.clip_durations)
+        k = self.timeline.clips_per_row
+        starts = {m: self.timeline.clip_starts(rows, self.clip_durations[m], spans[m]) for m in spans}
+        per_part = max(self.chunk_clips // k, 1)  # rows a part holds
+        cuts = list(range(0, len(rows), per_part))
+        video = None
+        if "video" in spans:
+            v = self.video_cfg
+            video = f.iter_video(starts["video"], num_frames=int(v["num_frames"]), fps=float(v["fps"]),
+                                 short_side=self.transforms.video.decoder_scale)
+        # Audio is read part by part beside the video's one pass: from a second reader of the file where there are
+        # several parts (a seek in the video's container would restart its pass).
+        audio_file = f
+        if "audio" in spans and video is not None and len(cuts) > 1:
+            audio_file = stack.enter_context(MediaFile(path, threads=1, fileobj=_own_position(fileobj),
+                                                       colour=self.colour))
+        pending: dict[int, torch.Tensor] = {}
+        missing = [m for m in self.modalities if m not in spans]
+        for part, r0 in enumerate(cuts):
+            r1 = min(r0 + per_part, len(rows))
+            c0, c1 = r0 * k, r1 * k
+            shared = starts["video" if "video" in spans else next(iter(spans))][c0:c1]
+            item: dict[str, Any] = {"index": index, "path": str(path), "starts": [round(t, 6) for t in shared],
+                                    "duration": f.info.duration, "times": [[round(a, 6), round(b, 6)]
+                                                                          for a, b in rows[r0:r1]],
+                                    "row_clips": k, "part": part, "parts": len(cuts), "last": r1 == len(rows)}
+            if notes:
+                item["segments"] = [{key: n[key] for key in ("label", "id") if n.get(key) is not None}
+                                    for n in notes[r0:r1]]
+            if f.version:
+                item["version"] = f.version
+            if missing:
+                item["missing"] = missing
+            if placement != "overlap":
+                item["placement"] = placement
+            if "audio" in spans and "video" in spans:
+                audio_starts = [round(t, 6) for t in starts["audio"][c0:c1]]
+                if audio_starts != item["starts"]:
+                    item["audio_starts"] = audio_starts
+            if metadata is not None:
+                item["metadata"] = metadata
+            raw: dict[str, str] = {}
+            if video is not None:
+                while any(i not in pending for i in range(c0, c1)):
+                    i, clip = next(video)
+                    pending[i] = clip
+                item["video"] = self._video(torch.stack([pending.pop(i) for i in range(c0, c1)]), raw)
+            if "audio" in self.modalities:
+                item["has_audio"] = "audio" in spans
+            if "audio" in spans:
+                waves = torch.stack(audio_file.read_audio(starts["audio"][c0:c1], self.clip_durations["audio"],
+                                                          sample_rate=int(self.audio_cfg["sample_rate"])))
+                if self.raw:
+                    item["audio"], raw["audio"] = waves, "wave"
+                else:
+                    item["audio"] = self.transforms.audio(waves)
+            item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], (f if m == "video" else audio_file)
+                                                   .span(m)), 4) for s in starts[m][c0:c1]] for m in spans}
+            if raw:
+                item["raw"] = raw
+            yield item
 
     def _starts(self, f: MediaFile, spans: dict[str, tuple[float, float]]) -> tuple[list[float], str]:
         first, last, placement = clip_span(spans, self.clip_durations)
@@ -165,6 +269,74 @@ class ClipDataset(torch.utils.data.Dataset):
         return self.transforms.video(frames)
 
 
+def join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One file's item from its parts (:meth:`ClipDataset.read_parts`): lists and tensors joined in order; an error
+    in any part makes the whole an error item."""
+    for p in parts:
+        if "error" in p:
+            return {k: v for k, v in p.items() if k != "last"}
+    item = {k: v for k, v in parts[0].items() if k not in ("part", "parts", "last")}
+    for key in ("starts", "audio_starts", "times", "segments"):
+        if key in item:
+            item[key] = [x for p in parts for x in p[key]]
+    if "coverage" in item:
+        item["coverage"] = {m: [x for p in parts for x in p["coverage"][m]] for m in item["coverage"]}
+    for m in ("video", "audio"):
+        if m in item:
+            item[m] = torch.cat([p[m] for p in parts])
+    return item
+
+
+class FileParts(torch.utils.data.IterableDataset):
+    """The parts of files (:meth:`ClipDataset.read_parts`), for a DataLoader: worker ``w`` of ``W`` takes files
+    ``w, w + W, ...`` and yields each file's parts in order (files of different workers interleave; ``"index"``
+    says whose a part is)."""
+
+    def __init__(self, clips: ClipDataset) -> None:
+        self.clips = clips
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        n = len(self.clips.paths)
+        for i in range(info.id, n, info.num_workers) if info else range(n):
+            yield from self.clips.read_parts(i, self.clips.paths[i])
+
+
+class _OwnPosition(io.RawIOBase):
+    """A view of a seekable binary file with a position of its own, so that two decoders can read one shard member
+    (the video's pass and the audio's parts) without moving each other."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.pos = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        self.raw.seek(self.pos)
+        data = self.raw.read(len(b))
+        b[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            self.pos = self.raw.seek(0, io.SEEK_END) + offset
+        else:
+            self.pos = (self.pos if whence == io.SEEK_CUR else 0) + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+def _own_position(fileobj: Any) -> Any:
+    return None if fileobj is None else io.BufferedReader(_OwnPosition(fileobj))
+
+
 class ShardClips(torch.utils.data.IterableDataset):
     """The media members of WebDataset tar shards (:mod:`avidzoo.io.shards`), each shard read once as it streams by,
     as :class:`ClipDataset` items (``"path"`` is ``<shard>/<key>.<ext>``, ``"metadata"`` the sample's ``.json``).
@@ -198,8 +370,8 @@ def shard_items(clips: ClipDataset, shard: Path | str, position: int, skip: set[
             yield {"index": order, "order": order, "path": member.name, "error": f"ShardError: {member.error}"}
             continue
         with member.data:
-            item = clips.read(order, member.name, fileobj=member.data, metadata=member.metadata)
-        yield {**item, "order": order}
+            for item in clips.read_parts(order, member.name, fileobj=member.data, metadata=member.metadata):
+                yield {**item, "order": order}
 
 
 def collate_items(items: list[dict]) -> list[dict]:
@@ -224,6 +396,39 @@ def threaded_items(dataset: torch.utils.data.Dataset, threads: int, ahead: int =
                 pending.append(ex.submit(dataset.__getitem__, nxt))
                 nxt += 1
             yield [pending.popleft().result()]
+
+
+def threaded_parts(dataset: ClipDataset, threads: int, ahead: int = 4) -> Iterator[list[dict]]:
+    """The parts of ``dataset``'s files (:meth:`ClipDataset.read_parts`), each as a one-item list, read by ``threads``
+    threads of this process (each a file at a time, NVDEC's frames staying on the GPU) into a queue of at most
+    ``threads * ahead`` parts, so that readers wait for the model rather than fill the memory."""
+    n, threads = len(dataset), max(threads, 1)
+    parts: queue.Queue = queue.Queue(maxsize=threads * ahead)
+    nxt = iter(range(n))
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    i = next(nxt, None)
+                if i is None:
+                    return
+                for part in dataset.read_parts(i, dataset.paths[i]):
+                    parts.put(part)
+        finally:  # read_parts records a file's failure as an item; this ends the stream whatever happens
+            parts.put(None)
+
+    workers = [threading.Thread(target=work, daemon=True, name="avidzoo-decode") for _ in range(threads)]
+    for w in workers:
+        w.start()
+    finished = 0
+    while finished < threads:
+        part = parts.get()
+        if part is None:
+            finished += 1
+            continue
+        yield [part]
 
 
 def stage_item(item: dict, modalities: Sequence[str], device: torch.device,

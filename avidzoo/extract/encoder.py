@@ -204,18 +204,26 @@ class ClipEncoder:
         """Split one batch's per-clip features ``{modality: (B, D)}`` back into its files' aggregated features, in
         the order of ``items`` (each with ``"starts"``, one per clip). A file without a modality's stream (listed in
         its ``"missing"``) gave no clips of it and gets NaN features of the aggregate's shape: marked, never
-        mistaken for an embedding."""
+        mistaken for an embedding. An item with ``"times"`` (features over time) gets one aggregate per row of its
+        ``"row_clips"`` clips: ``(rows, D)`` (``(rows, clips, D)`` with ``clip_agg="none"``)."""
         offsets = dict.fromkeys(self.modalities, 0)
         out = []
         for it in items:
             n = len(it["starts"])
+            rows = len(it["times"]) if "times" in it else None
             row = {}
             for m in self.modalities:
                 if m in it.get("missing", ()):
                     shape = (n, self.feature_dim(m)) if self.clip_agg == "none" else (self.feature_dim(m),)
+                    if rows is not None:
+                        shape = (rows, *(shape if self.clip_agg != "none" else (n // rows, shape[-1])))
                     row[m] = torch.full(shape, float("nan"))
                     continue
-                row[m] = self.aggregate(feats[m][offsets[m]:offsets[m] + n])
+                clips = feats[m][offsets[m]:offsets[m] + n]
+                if rows is None:
+                    row[m] = self.aggregate(clips)
+                else:
+                    row[m] = torch.stack([self.aggregate(r) for r in clips.reshape(rows, n // rows, -1)])
                 offsets[m] += n
             out.append(row)
         return out

@@ -50,6 +50,15 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
     aggregated features; NaN where the stream is missing) and ``<name>_timestamps_ms.npy`` (each clip's start, in
     milliseconds), as video_features writes them, ``<name>`` the file's stem (with its parent folders where stems
     repeat, :func:`npy_names`), and ``index.csv`` mapping each name to its path and masks.
+
+    Features over time (``--stride`` / ``--segments``) keep each file's rows: Parquet, one row per file, a modality's
+    column a list of its ``T_i`` rows (each a fixed-size list of ``D``) beside ``times`` (``[start, end]`` per row);
+    ``.npz``, the rows of every file one after another (``(R, D)``) with ``row_file`` ``(R,)`` (the index into
+    ``paths``), ``times`` ``(R, 2)`` and, for annotated segments, ``labels`` and ``ids``; HDF5, where every file has
+    the same number of rows (AVE's 10 one-second segments), one dataset per modality stacked ``[N, T, ...]`` and
+    ``times`` ``[N, T, 2]``, else a group per file (``files/<k>/<modality>``, ``files/<k>/times``, its ``path``
+    attribute); the ``.npy`` folder, ``<name>_<modality>.npy`` ``(T, D)``, ``<name>_timestamps_ms.npy`` the rows'
+    starts and ``<name>_windows_ms.npy`` ``(T, 2)`` their starts and ends, in milliseconds.
     """
     out = Path(out)
     remote = is_url(to)
@@ -65,13 +74,14 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
     rows = read_rows(out)
     if folder:
         return _npy_folder(result, Path(to))
+    timed = result.times is not None
     if not remote:
         to.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".h5", ".hdf5"):
         return _hdf5(result, out, to)
     if suffix == ".npz":
         with _writable(to) as f:
-            np.savez(f, **_arrays(result))
+            np.savez(f, **(_timed_arrays(result) if timed else _arrays(result)))
         return to
     try:
         import pyarrow as pa
@@ -91,11 +101,23 @@ def export_features(out: str | os.PathLike, to: str | os.PathLike) -> Path | str
     fields = [("path", pa.string()), ("status", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
               ("clip_starts", pa.list_(pa.float64()))]
     embeddings = {}
+    if timed:  # each file's rows: a list of [start, end] beside a list of rows per modality
+        spans = [result.rows_of(ok[p]) if p in ok else None for p in order]
+        columns["times"] = [result.times[s].tolist() if s is not None else None for s in spans]
+        fields.append(("times", pa.list_(pa.list_(pa.float64(), 2))))
     for m, t in result.features.items():
         has = {p: bool(result.present[m][i]) for p, i in ok.items()}
         columns[f"has_{m}"] = [has.get(p) for p in order]
         columns[f"{m}_coverage"] = [coverage[m][ok[p]] if p in ok else None for p in order]
-        embeddings[m] = _fixed_size_lists(pa, t.numpy(), [ok.get(p) if has.get(p) else None for p in order])
+        if timed:
+            rows = _fixed_size_lists(pa, t.numpy(), list(range(len(t))))
+            offsets = [0]
+            for s in spans:
+                offsets.append(offsets[-1] + (s.stop - s.start if s is not None else 0))
+            embeddings[m] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), rows,
+                                                     mask=pa.array([s is None for s in spans]))
+        else:
+            embeddings[m] = _fixed_size_lists(pa, t.numpy(), [ok.get(p) if has.get(p) else None for p in order])
         fields += [(f"has_{m}", pa.bool_()), (m, embeddings[m].type), (f"{m}_coverage", pa.list_(pa.float32()))]
     schema = pa.schema(fields)
     table = pa.table({**columns, **embeddings}, schema=schema)
@@ -127,6 +149,46 @@ def _arrays(result) -> dict[str, np.ndarray]:
     }
 
 
+def _timed_arrays(result) -> dict[str, np.ndarray]:
+    """The ``.npz`` arrays of features over time: every file's rows one after another."""
+    segments = result.segments or []
+    return {
+        "paths": np.array(result.paths, dtype=str),
+        "row_file": result.row_file.numpy(),
+        "times": result.times.numpy(),
+        **({"labels": np.array([s.get("label") or "" for s in segments], dtype=str),
+            "ids": np.array([s.get("id") or "" for s in segments], dtype=str)}
+           if any(segments) else {}),
+        **{f"has_{m}": mask.numpy() for m, mask in result.present.items()},
+        "failed_paths": np.array(list(result.failed), dtype=str),
+        "failed_errors": np.array(list(result.failed.values()), dtype=str),
+        **{m: t.numpy() for m, t in result.features.items()},
+    }
+
+
+def _hdf5_timed(h5, result, text) -> None:
+    """Features over time in HDF5: stacked ``[N, T, ...]`` when every file has ``T`` rows (AVE's layout), else a
+    group per file."""
+    counts = np.bincount(result.row_file.numpy(), minlength=len(result.paths))
+    h5.create_dataset("paths", data=np.array(result.paths, dtype=object), dtype=text)
+    for m, mask in result.present.items():
+        h5.create_dataset(f"has_{m}", data=mask.numpy())
+    if len(counts) and (counts == counts[0]).all():
+        n, t = len(counts), int(counts[0])
+        for m, feats in result.features.items():
+            h5.create_dataset(m, data=feats.numpy().reshape(n, t, *feats.shape[1:]))
+        h5.create_dataset("times", data=result.times.numpy().reshape(n, t, 2))
+        return
+    files = h5.create_group("files")
+    for i, path in enumerate(result.paths):
+        g = files.create_group(str(i))
+        g.attrs["path"] = path
+        rows = result.rows_of(i)
+        for m, feats in result.features.items():
+            g.create_dataset(m, data=feats[rows].numpy())
+        g.create_dataset("times", data=result.times[rows].numpy())
+
+
 def _hdf5(result, out: Path, to: Path | str) -> Path | str:
     try:
         import h5py
@@ -137,7 +199,9 @@ def _hdf5(result, out: Path, to: Path | str) -> Path | str:
     with tempfile.TemporaryDirectory(dir=to.parent if isinstance(to, Path) else None) as tmp:
         made = Path(tmp) / "features.h5"
         with h5py.File(made, "w") as h5:
-            for key, value in _arrays(result).items():
+            if result.times is not None:
+                _hdf5_timed(h5, result, text)
+            for key, value in ({} if result.times is not None else _arrays(result)).items():
                 h5.create_dataset(key, data=value.astype(object) if value.dtype.kind == "U" else value,
                                   dtype=text if value.dtype.kind == "U" else None)
             h5.attrs["avidzoo_meta"] = (out / "meta.json").read_text()
@@ -172,10 +236,17 @@ def _npy_folder(result, to: Path) -> Path:
     table = io.StringIO()
     rows = csv.writer(table, lineterminator="\n")
     rows.writerow(["name", "path", *(f"has_{m}" for m in result.features)])
+    timed = result.times is not None
     for i, (path, name) in enumerate(zip(result.paths, names)):
+        at = result.rows_of(i) if timed else i
         for m, t in result.features.items():
-            _save_npy(to / f"{name}_{m}.npy", t[i].numpy())
-        _save_npy(to / f"{name}_timestamps_ms.npy", np.array(result.clip_starts[i], dtype=np.float64) * 1000.0)
+            _save_npy(to / f"{name}_{m}.npy", t[at].numpy())
+        if timed:
+            windows = result.times[at].numpy() * 1000.0
+            _save_npy(to / f"{name}_timestamps_ms.npy", windows[:, 0].copy())
+            _save_npy(to / f"{name}_windows_ms.npy", windows)
+        else:
+            _save_npy(to / f"{name}_timestamps_ms.npy", np.array(result.clip_starts[i], dtype=np.float64) * 1000.0)
         rows.writerow([name, path, *(str(bool(result.present[m][i])).lower() for m in result.features)])
     with atomic_path(to / "index.csv") as tmp:
         tmp.write_text(table.getvalue(), encoding="utf-8")

@@ -7,7 +7,7 @@ import datetime
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,19 @@ from ..factory import create_transforms, from_pretrained
 from ..io import cuda_decoder_problem, find_media
 from ..io.shards import shard_streams, streams_from_shard
 from ..models.avid import AVIDModel
-from .dataset import ClipDataset, ShardClips, collate_items, init_worker, prepare_batch, stage_item, threaded_items
+from .dataset import (
+    CHUNK_CLIPS,
+    ClipDataset,
+    FileParts,
+    ShardClips,
+    collate_items,
+    init_worker,
+    join_parts,
+    prepare_batch,
+    stage_item,
+    threaded_items,
+    threaded_parts,
+)
 from .encoder import ClipEncoder, Layer
 from .plan import ThreadPlan, plan_threads
 from .store import (
@@ -38,8 +50,9 @@ from .store import (
     reset_output,
     write_snapshot,
 )
+from .timeline import Timeline
 
-__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher", "parse_shard", "select_shard"]
+__all__ = ["FeatureExtractor", "extract_features", "ClipBatcher", "PartJoiner", "parse_shard", "select_shard"]
 
 
 class ClipBatcher:
@@ -91,7 +104,14 @@ class FeatureExtractor(ClipEncoder):
     Args:
         model: an :class:`AVIDModel`, or anything :func:`avidzoo.from_pretrained` accepts.
         modalities: towers to run; default every tower the model has.
-        clips_per_video: clips per file, uniformly spaced (the original evaluation's ``linspace`` rule).
+        clips_per_video: clips per file, uniformly spaced (the original evaluation's ``linspace`` rule; default 10);
+            with ``stride`` or ``segments``, clips per row (default 1 on a grid, 10 in annotated segments).
+        stride: features over time: a row every ``stride`` seconds, each the length of the longest clip of the
+            requested towers, as many as the file's streams hold (:mod:`avidzoo.extract.timeline`).
+        segments: features over time: back-to-back segments of this many seconds (``1.0``: AVE's and AVVP's one
+            row per second), or a CSV of annotated segments ``path,start,end[,label][,id]`` (or its parsed mapping,
+            :func:`~avidzoo.io.inputs.read_segments`), one row per segment. Row k's clips of every tower share their
+            centre; rows come back with their times (:class:`~avidzoo.extract.store.ExtractionResult`).
         clip_agg: ``"mean"`` or ``"max"`` over a file's clips, or ``"none"`` to keep every clip.
         layer: ``"pool"`` (512-d pooled features), ``"proj"`` (128-d pretraining embedding), or an intermediate map
             ``"conv1"`` .. ``"conv5x"`` pooled to the original linear-probe grid (manifest ``protocols``).
@@ -126,7 +146,7 @@ class FeatureExtractor(ClipEncoder):
         model: AVIDModel | str | os.PathLike,
         *,
         modalities: str | Sequence[str] | None = None,
-        clips_per_video: int = 10,
+        clips_per_video: int | None = None,
         clip_agg: Literal["mean", "max", "none"] = "mean",
         layer: Layer = "pool",
         normalize: bool = False,
@@ -144,7 +164,13 @@ class FeatureExtractor(ClipEncoder):
         torch_threads: int | None = None,
         decoder: Literal["auto", "software", "cuda"] = "auto",
         maps: Literal["grid", "map", "full"] = "grid",
+        stride: float | None = None,
+        segments: float | str | os.PathLike | Mapping | None = None,
     ) -> None:
+        self.timeline = Timeline.build(stride=stride, segments=segments, clips_per_row=clips_per_video)
+        if self.timeline is not None and sampling != "uniform":
+            raise ValueError("sampling='keyframe' moves whole-file clips; rows over time are placed by their times")
+        clips_per_video = self.timeline.clips_per_row if self.timeline is not None else clips_per_video or 10
         wanted = normalize_modalities(modalities) if modalities is not None else None
         if decoder not in ("auto", "software", "cuda"):
             raise ValueError(f"decoder must be 'auto', 'software' or 'cuda', got {decoder!r}")
@@ -202,10 +228,12 @@ class FeatureExtractor(ClipEncoder):
             **({"maps": self.maps, "feature_shapes": {m: list(s) for m, s in self.map_shapes.items()}}
                if self.maps != "grid" else {}),
             "decoder": self.decoder,  # NVDEC's frames differ from swscale's by rounding: a resume must not mix them
+            **({"timeline": self.timeline.describe()} if self.timeline is not None else {}),
         }
 
     def row_bytes(self) -> int:
-        """Bytes one input's features take in an output folder (float32; every clip's with ``clip_agg="none"``)."""
+        """Bytes one input's features take in an output folder (float32; every clip's with ``clip_agg="none"``);
+        with a timeline, one row's."""
         clips = self.clips_per_video if self.clip_agg == "none" else 1
         return 4 * clips * sum(self.feature_dim(m) for m in self.modalities)
 
@@ -248,7 +276,8 @@ class FeatureExtractor(ClipEncoder):
         dataset = ClipDataset([p for _, p in files], self.transforms, self.modalities, self.clips_per_video,
                               self.sampling, preprocess=self.plan.preprocess,
                               decoder_threads=self.plan.decoder_threads, decoder=self.decoder,
-                              frames_on=self.device if hw and not fixed_size else None)
+                              frames_on=self.device if hw and not fixed_size else None, timeline=self.timeline,
+                              chunk_clips=max(self.batch_size, CHUNK_CLIPS))
 
         def loader(ds, workers):
             return torch.utils.data.DataLoader(
@@ -257,7 +286,12 @@ class FeatureExtractor(ClipEncoder):
                 prefetch_factor=4 if workers else None, persistent_workers=False)
 
         if files:
-            for batch in threaded_items(dataset, self.plan.workers) if hw else loader(dataset, self.num_workers):
+            if self.timeline is not None:  # files in parts (bounded memory for any length), read front to back
+                batches = (threaded_parts(dataset, self.plan.workers) if hw else
+                           loader(FileParts(dataset), min(self.num_workers, len(files))))
+            else:
+                batches = threaded_items(dataset, self.plan.workers) if hw else loader(dataset, self.num_workers)
+            for batch in batches:
                 for item in batch:
                     item["order"] = (files[item["index"]][0], 0)
                 yield batch
@@ -280,16 +314,20 @@ class FeatureExtractor(ClipEncoder):
                 bar.set_postfix(clips_s=f"{batcher.clips_done / (time.perf_counter() - t0):.1f}", refresh=False)
                 return done
 
+            joiner = PartJoiner()
             for batch in self._loader(paths, skip):
                 for item in batch:
                     if "error" in item:
+                        joiner.fail(item)
                         yield report((item, None))
                         continue
                     item["n"] = len(item["starts"])
                     for done in batcher.add(stage_item(item, self.modalities, self.device, copies)):
-                        yield report(done)
+                        if (whole := joiner.add(*done)) is not None:
+                            yield report(whole)
             for done in batcher.flush():
-                yield report(done)
+                if (whole := joiner.add(*done)) is not None:
+                    yield report(whole)
 
     def _extract_to_memory(self, paths: Sequence[Path]) -> ExtractionResult:
         rows: dict[tuple[int, int], tuple[dict, dict]] = {}
@@ -333,6 +371,41 @@ class FeatureExtractor(ClipEncoder):
                 raise
             raise err from None
         return out
+
+
+class PartJoiner:
+    """Makes whole files of parts as their features come back (:meth:`ClipDataset.read_parts`), in any order: a
+    file is handed on once all its ``"parts"`` are encoded, its rows and features joined in part order, so that a
+    writer publishes a file's rows together; the parts of a file that failed on the way are dropped. Items without
+    parts pass through. A file is known by its ``"order"`` (the local engine) or its path (Ray)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[Any, list[tuple[dict, dict[str, torch.Tensor]]]] = {}
+        self.failed: set[Any] = set()
+
+    @staticmethod
+    def _key(item: dict) -> Any:
+        return item.get("order", item["path"])
+
+    def fail(self, item: dict) -> None:
+        self.parts.pop(self._key(item), None)
+        self.failed.add(self._key(item))
+
+    def add(self, item: dict, feats: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        if "part" not in item:
+            return item, feats
+        key = self._key(item)
+        if key in self.failed:
+            return None
+        got = self.parts.setdefault(key, [])
+        got.append((item, feats))
+        if len(got) < item["parts"]:
+            return None
+        del self.parts[key]
+        got.sort(key=lambda pair: pair[0]["part"])
+        whole = join_parts([it for it, _ in got])
+        whole["n"] = sum(len(it["starts"]) for it, _ in got)
+        return whole, {m: torch.cat([f[m] for _, f in got]) for m in feats}
 
 
 def resolve_decoder(decoder: str, device: torch.device) -> str:

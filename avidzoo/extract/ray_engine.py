@@ -32,7 +32,7 @@ from ..models.avid import AVIDModel
 from ..transforms import Transforms
 from .dataset import ClipDataset, prepare_batch, shard_items
 from .encoder import ClipEncoder
-from .pipeline import FeatureExtractor, select_shard
+from .pipeline import FeatureExtractor, PartJoiner, select_shard
 from .store import (
     ShardWriter,
     claim_meta,
@@ -44,6 +44,7 @@ from .store import (
     reset_output,
     write_snapshot,
 )
+from .timeline import Timeline
 
 __all__ = ["extract_with_ray", "find_media_with_ray", "RAY_HINT"]
 
@@ -128,8 +129,9 @@ class _Decode:
     null, the members asked for by name)."""
 
     def __init__(self, transforms: Transforms, modalities: Sequence[str], clips_per_video: int,
-                 sampling: str, preprocess: str) -> None:
-        self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling, preprocess=preprocess)
+                 sampling: str, preprocess: str, timeline: Timeline | None = None) -> None:
+        self.dataset = ClipDataset([], transforms, modalities, clips_per_video, sampling, preprocess=preprocess,
+                                   timeline=timeline)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for index, path, skip, only in zip(batch["index"], batch["path"], batch["skip"], batch["only"]):
@@ -138,7 +140,7 @@ class _Decode:
                 items = shard_items(self.dataset, path, int(index), set(json.loads(str(skip))),
                                     set(only) if only is not None else None)
             else:
-                items = iter([self.dataset.read(int(index), path)])
+                items = self.dataset.read_parts(int(index), path)  # a long file's rows in parts
             for item in items:
                 item.pop("order", None)
                 tensors = {m: item.pop(m) for m in ("video", "audio") if m in item}
@@ -247,6 +249,7 @@ def extract_with_ray(
                                                                     "modalities": driver.modalities,
                                                                     "clips_per_video": driver.clips_per_video,
                                                                     "sampling": driver.sampling,
+                                                                    "timeline": driver.timeline,
                                                                     # uint8 frames to GPU actors, inputs to CPU ones
                                                                     "preprocess": "device" if gpus else "worker"},
                                     batch_size=1, batch_format="numpy", num_cpus=1,
@@ -255,10 +258,15 @@ def extract_with_ray(
                                                                     "options": options},
                                     batch_size=files_per_batch, batch_format="numpy", concurrency=n_actors,
                                     num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)
+                joiner = PartJoiner()  # a long file's parts come back in any order; its rows are published together
                 for row in ds.iter_rows():
                     item = json.loads(row["item"])
                     feats = load_tensors(bytes(row["features"])) if len(row["features"]) else None
-                    writer.add(item, feats)
+                    if feats is None:
+                        joiner.fail(item)
+                        writer.add(item, None)
+                    elif (whole := joiner.add(item, feats)) is not None:
+                        writer.add(*whole)
         finally:
             writer.close()
         write_snapshot(out, [str(p) for p in paths])

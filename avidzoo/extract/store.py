@@ -56,7 +56,13 @@ class ExtractionResult:
     ``present[modality]`` ``(N,)`` bool is the mask of files that have that stream: a file without it (a video
     without a soundtrack, an audio-only file) has NaN features there. ``no_audio`` lists the paths without a
     soundtrack. ``coverage[i][modality]`` is, per clip, the fraction the stream really fills (1.0 but where a
-    stream ends inside a clip and the rest is padding)."""
+    stream ends inside a clip and the rest is padding).
+
+    Features over time (a ``stride`` or ``segments`` run): ``features[modality]`` is ``(R, D)`` (or ``(R, clips,
+    D)``, or a map's shape per row), the rows of every file one after another; ``times`` ``(R, 2)`` float64 is each
+    row's start and end (seconds), ``row_file`` ``(R,)`` the index into ``paths`` of its file and ``segments`` each
+    row's ``label`` and ``id`` (annotated segments; empty dicts otherwise). :meth:`sequences` gives each file's
+    ``(T_i, ...)``."""
 
     paths: list[str]
     features: dict[str, torch.Tensor]
@@ -66,14 +72,33 @@ class ExtractionResult:
     no_audio: list[str] = field(default_factory=list)
     present: dict[str, torch.Tensor] = field(default_factory=dict)
     coverage: list[dict[str, list[float]]] = field(default_factory=list)
+    times: torch.Tensor | None = None
+    row_file: torch.Tensor | None = None
+    segments: list[dict[str, Any]] | None = None
 
     def __getitem__(self, modality: str) -> torch.Tensor:
         return self.features[modality]
 
+    def rows_of(self, i: int) -> slice:
+        """The rows of file ``i`` (features over time)."""
+        if self.row_file is None:
+            raise ValueError("these features are one per file (no --stride or --segments): there are no rows")
+        lo = int(torch.searchsorted(self.row_file, i))
+        hi = int(torch.searchsorted(self.row_file, i, right=True))
+        return slice(lo, hi)
+
+    def sequences(self, modality: str) -> list[torch.Tensor]:
+        """Each file's rows, ``[(T_i, D), ...]`` in ``paths`` order (features over time)."""
+        return [self.features[modality][self.rows_of(i)] for i in range(len(self.paths))]
+
+    def file_times(self, i: int) -> torch.Tensor:
+        """``(T_i, 2)``: file ``i``'s rows' start and end times, seconds."""
+        return self.times[self.rows_of(i)]
+
 
 # What an index row keeps of a file's item beyond its path and clip starts (see ClipDataset).
 _ITEM_FIELDS = ("duration", "has_audio", "missing", "coverage", "placement", "audio_starts", "distinct_starts",
-                "version", "metadata")
+                "version", "metadata", "times", "row_clips", "segments")
 
 
 def ok_row(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,20 +118,28 @@ def build_result(rows: Sequence[Mapping[str, Any]], feats: Sequence[Mapping[str,
                  failed: Mapping[str, str], meta: Mapping[str, Any]) -> ExtractionResult:
     """An :class:`ExtractionResult` of the finished files' ``rows`` and their ``feats``, in that order."""
     modalities = meta["modalities"]
-    features = {m: torch.stack([f[m] for f in feats]) if feats else torch.empty(0, meta["feature_dims"][m])
+    timed = "timeline" in meta
+    join = torch.cat if timed else torch.stack
+    features = {m: join([f[m] for f in feats]) if feats else torch.empty(0, meta["feature_dims"][m])
                 for m in modalities}
     for m, shape in (meta.get("feature_shapes") or {}).items():  # maps: each clip's (C, H', W') or (C, T', ...)
         features[m] = features[m].reshape(*features[m].shape[:-1], *shape)
     missing = [set(missing_modalities(r)) for r in rows]
     present = {m: torch.tensor([m not in gone for gone in missing], dtype=torch.bool) for m in modalities}
+    extra: dict[str, Any] = {}
+    if timed:
+        counts = [len(r["times"]) for r in rows]
+        extra = {"times": torch.tensor([t for r in rows for t in r["times"]], dtype=torch.float64).reshape(-1, 2),
+                 "row_file": torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts, dtype=torch.long)),
+                 "segments": [s for r in rows for s in r.get("segments") or [{}] * len(r["times"])]}
     return ExtractionResult(paths=[r["path"] for r in rows], features=features,
                             clip_starts=[r["clip_starts"] for r in rows], failed=dict(failed), meta=dict(meta),
                             no_audio=[r["path"] for r, gone in zip(rows, missing) if "audio" in gone],
-                            present=present, coverage=[dict(r.get("coverage") or {}) for r in rows])
+                            present=present, coverage=[dict(r.get("coverage") or {}) for r in rows], **extra)
 
 
 _CHECKED_META = ("model_fingerprint", "modalities", "layer", "clip_agg", "normalize", "clips_per_video",
-                 "preprocessing", "dtype", "sampling", "decoder", "maps")
+                 "preprocessing", "dtype", "sampling", "decoder", "maps", "timeline")
 # Settings that folders written before them do not record: what those folders ran with.
 _META_DEFAULTS = {"sampling": "uniform", "decoder": "software", "maps": "grid"}
 
@@ -250,6 +283,7 @@ class ShardWriter:
         self.index = out / "parts" / f"{self.writer}.jsonl"
         self.seq = 0
         self.buffer: list[tuple[dict, dict]] = []
+        self.buffered_rows = 0
         self.written = 0  # inputs indexed by this writer (their data on disk)
 
     def add(self, item: dict, feats: dict | None) -> None:
@@ -257,7 +291,9 @@ class ShardWriter:
             self._append([{"path": item["path"], "status": "error", "error": item["error"]}])
             return
         self.buffer.append((item, feats))
-        if len(self.buffer) >= self.shard_size:
+        self.buffered_rows += len(item.get("times") or ())
+        # rows over time are flushed by count too: long files' features stay bounded and a kill loses little
+        if len(self.buffer) >= self.shard_size or self.buffered_rows >= _FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -265,11 +301,19 @@ class ShardWriter:
             return
         name = f"{self.writer}-{self.seq:06d}.safetensors"
         buffer, self.buffer = self.buffer, []  # not written if this fails: a rerun redoes those inputs
-        tensors = {m: torch.stack([f[m] for _, f in buffer]).contiguous() for m in self.modalities}
+        self.buffered_rows = 0
+        # a file's features over time are its (T, ...) rows, one after another ("row": the first, "row_count")
+        timed = [len(it["times"]) if "times" in it else None for it, _ in buffer]
+        join = torch.stack if timed[0] is None else torch.cat
+        tensors = {m: join([f[m] for _, f in buffer]).contiguous() for m in self.modalities}
         with atomic_path(self.out / "shards" / name) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             fsync(tmp)
-        rows = [{**ok_row(it), "shard": name, "row": r} for r, (it, _) in enumerate(buffer)]
+        rows, at = [], 0
+        for r, ((it, _), count) in enumerate(zip(buffer, timed)):
+            rows.append({**ok_row(it), "shard": name, "row": r if count is None else at,
+                         **({"row_count": count} if count is not None else {})})
+            at += count or 0
         self._append(rows)  # after the shard is on disk: an indexed row always has its data
         self.seq += 1
         self.written += len(rows)
@@ -288,6 +332,8 @@ class ShardWriter:
             if self.lock is not None:
                 self.lock.release()
 
+
+_FLUSH_ROWS = 1024  # rows over time a writer buffers before it writes a shard
 
 # OS errors that mean the output folder cannot take more, and how to say so
 _NO_ROOM = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "its disk quota is reached",
@@ -442,5 +488,6 @@ def load_features(out: str | os.PathLike) -> ExtractionResult:
         if row["shard"] not in shards:
             shards[row["shard"]] = load_file(str(out / "shards" / row["shard"]))
         ok.append(row)
-        feats.append({m: shards[row["shard"]][m][row["row"]] for m in meta["modalities"]})
+        at = row["row"] if "row_count" not in row else slice(row["row"], row["row"] + row["row_count"])
+        feats.append({m: shards[row["shard"]][m][at] for m in meta["modalities"]})
     return build_result(ok, feats, failed, meta)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +56,7 @@ from .selection import (
     Selection,
     TargetPicker,
     earliest,
+    lost_a_frame,
     predict,
     seek_between,
     skip_windows,
@@ -219,10 +220,26 @@ class MediaFile:
         scaled and truncated, as the transforms do); a ``(width, height)`` pair scales to that size, aspect ignored,
         in one swscale pass with ``FAST_BILINEAR`` (VMZ's decoder, XDC's inputs); ``None`` keeps the stored size.
         """
+        return _in_order(self.iter_video(starts, num_frames=num_frames, fps=fps, short_side=short_side,
+                                         duration=duration), len(starts))
+
+    def iter_video(
+        self,
+        starts: Sequence[float],
+        *,
+        num_frames: int = 8,
+        fps: float = 16.0,
+        short_side: int | tuple[int, int] | None = None,
+        duration: float | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`read_video`'s clips as a stream of ``(i, clip)``, each clip handed out as soon as its last frame is
+        decoded (about in start order), so that a dense grid over an hour-long file is decoded front to back, each
+        frame once, holding only the frames of the clips under way. The clips are :meth:`read_video`'s, bit for
+        bit (it collects this stream)."""
         if duration is not None:
             num_frames = max(int(round(duration * fps)), 1)
         times = [[s + k / fps for k in range(num_frames)] for s in starts]
-        return self._read_clips(times, [s + num_frames / fps for s in starts], self.frame_times == "original",
+        return self._iter_clips(times, [s + num_frames / fps for s in starts], self.frame_times == "original",
                                 short_side)
 
     def read_frames(self, times: Sequence[Sequence[float]], *,
@@ -233,36 +250,38 @@ class MediaFile:
         they pick from the stream's packet timestamps. ``short_side`` as in :meth:`read_video`."""
         frame = 1.0 / (self.info.fps or 30.0)
         times = [list(t) for t in times]
-        return self._read_clips(times, [max(t) + frame for t in times], False, short_side)
+        return _in_order(self._iter_clips(times, [max(t) + frame for t in times], False, short_side), len(times))
 
-    def _read_clips(self, times: list[list[float]], ends: list[float], original: bool,
-                    short_side: Size) -> list[torch.Tensor]:
+    def _iter_clips(self, times: list[list[float]], ends: list[float], original: bool,
+                    short_side: Size) -> Iterator[tuple[int, torch.Tensor]]:
         """Clip ``i`` takes a frame for each target in ``times[i]`` (seconds), by the original frame numbers or by
-        timestamps; ``ends[i]``: where the clip's span ends."""
+        timestamps; ``ends[i]``: where the clip's span ends. Yields ``(i, clip)`` as clips complete."""
         if not self.info.has_video:
             raise MissingStreamError(self.path, "has no video stream (an audio-only file)")
         if self.info.rotation and self.rotation_policy == "error":
             raise RotationError(self.path, f"the video is rotated by {self.info.rotation} degrees")
         stream = self._container.streams.video[0]
         order = sorted(range(len(times)), key=lambda i: times[i][0])
-        clips: list[torch.Tensor | None] = [None] * len(times)
         keyframes = self._packets.keyframe_times() if self.exact_savings else None
         # Clips share one decoding pass unless a keyframe lies between them: then a seek skips the frames between.
         group: list[int] = []
         for i in order:
             if group and seek_between(keyframes, ends[group[-1]], self._earliest(stream, times[i][0], original),
                                       self.info.fps or 30.0):
-                self._decode_group(stream, group, clips, times, original, short_side)
+                yield from self._decode_group(stream, group, times, original, short_side)
                 group = []
             group.append(i)
         if group:
-            self._decode_group(stream, group, clips, times, original, short_side)
-        return clips  # type: ignore[return-value]
+            yield from self._decode_group(stream, group, times, original, short_side)
 
     def _earliest(self, stream, t: float, original: bool) -> float:
         return earliest(t, original, float(stream.average_rate or self.info.fps or 30.0), self.info.video_start)
 
-    def _decode_group(self, stream, indices, clips, times, original: bool, short_side: Size) -> None:
+    def _decode_group(self, stream, indices: list[int], times, original: bool, short_side: Size,
+                      may_predict: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+        """One decoding pass from the keyframe before the group's first target, yielding ``(clip index, clip)`` as
+        each clip's last target is served (and, where the pass skips inside the windows by a prediction, its frames
+        confirm it; a clip they do not confirm and those after it are decoded again without)."""
         targets = sorted((t, ci, k) for ci in indices for k, t in enumerate(times[ci]))
         rate = stream.average_rate or Fraction(self.info.fps or 30.0).limit_denominator(1001)
         # The original's target frame numbers: int() of a float, relative to the stream's start.
@@ -270,17 +289,47 @@ class MediaFile:
         first_t = targets[0][0]
         keyframe = self._seek(stream, self._earliest(stream, first_t, original))
         # Inside the clips' windows, the non-reference frames that no target takes (predicted from the packets'
-        # timestamps by the same rule) are skipped too; a prediction the decoded frames do not confirm redoes the
-        # group without.
-        predicted = self._predict(stream, targets, wanted, rate, keyframe)
+        # timestamps by the same rule) are skipped too. A clip is handed out once its frames confirm the prediction:
+        # each is the predicted one, and no frame the skipping dropped is one its target would have taken instead.
+        # Otherwise the clips not yet handed out are decoded again in a pass without it.
+        predicted = self._predict(stream, targets, wanted, rate, keyframe) if may_predict else None
         hold = self._pixels.holder(short_side)
-        state = self._select(stream, targets, wanted, rate, predicted, hold)
-        if predicted is not None and any(getattr(state.chosen.get((ci, k)), "pts", None) != pts
-                                         for (ci, k), pts in predicted.items()):
+        clips = _ClipAssembler(self._pixels, times, short_side)
+        state = Selection()
+        done: set[int] = set()
+        where = {(ci, k): j for j, (_, ci, k) in enumerate(targets)}
+        order = self._packets.presentation_order() if predicted is not None else None
+
+        def confirmed(ci: int) -> bool:
+            dropped = state.dropped
+            for k in range(len(times[ci])):
+                frame = state.chosen.get((ci, k))
+                pts = getattr(frame, "pts", None)
+                if (ci, k) in predicted and pts != predicted[(ci, k)]:
+                    return False
+                if pts is not None and dropped:
+                    j = where[(ci, k)]
+                    if lost_a_frame(order, targets[j], wanted[j] if wanted else None, rate, stream.time_base, pts,
+                                    dropped):
+                        return False
+            return True
+
+        redo = False
+        for finished in self._select(stream, targets, wanted, rate, predicted, hold, state):
+            for ci in finished:
+                if predicted is not None and not confirmed(ci):
+                    redo = True
+                    break
+                done.add(ci)
+                yield ci, clips.assemble(ci, state.chosen)
+            if redo:
+                break
+        if redo or (predicted is not None and not all(confirmed(ci) for ci in indices if ci not in done)):
             self.decode_stats["redone"] += 1
-            self._seek(stream, self._earliest(stream, first_t, original))
-            state = self._select(stream, targets, wanted, rate, None, hold)
-        chosen, prev, last_time, pos = state.chosen, state.prev, state.last_time, state.pos
+            yield from self._decode_group(stream, [ci for ci in indices if ci not in done], times, original,
+                                          short_side, may_predict=False)
+            return
+        prev, last_time, pos = state.prev, state.last_time, state.pos
         self._check_vfr(state.deltas)
         declared = self.info.span("video")[1]
         if last_time is None:
@@ -292,7 +341,7 @@ class MediaFile:
         end = last_time + 1.0 / (self.info.fps or 30.0)
         while not original and pos < len(targets) and targets[pos][0] < end - TIME_EPS:
             _, ci, k = targets[pos]
-            chosen[(ci, k)] = hold(prev)
+            state.chosen[(ci, k)] = hold(prev)
             pos += 1
         if pos < len(targets):  # the stream's data ended before the last target
             # judged against the video stream's own end: another stream may rightly run longer
@@ -301,30 +350,29 @@ class MediaFile:
                     self.path, f"video stops at {end:.2f} s but the video stream declares {self.info.video_end:.2f} s:"
                     f" truncated or corrupt before the clip at {targets[pos][0]:.2f} s")
             self._seen_end["video"] = min(end, self._seen_end.get("video", math.inf))
-        converted: dict[int, np.ndarray] = {}
         for ci in indices:
-            num_frames, start = len(times[ci]), times[ci][0]
-            have = [f for f in (chosen.get((ci, k)) for k in range(num_frames)) if f is not None]
-            if not have:
-                raise DecodeError(self.path, f"clip at {start:.2f} s starts after the video ends ({end:.2f} s)")
-            arrays = [self._pixels.rgb(f, converted, short_side) for f in have]
-            while len(arrays) < num_frames:  # loop the clip from its start, as the original pad_missing
-                arrays += arrays[: num_frames - len(arrays)]
-            on_device = isinstance(arrays[0], torch.Tensor)
-            clips[ci] = torch.stack(arrays) if on_device else torch.from_numpy(np.stack(arrays))
+            if ci in done:
+                continue
+            if not any((ci, k) in state.chosen for k in range(len(times[ci]))):
+                raise DecodeError(self.path, f"clip at {times[ci][0]:.2f} s starts after the video ends ({end:.2f} s)")
+            yield ci, clips.assemble(ci, state.chosen)
 
     def _select(self, stream, targets, wanted, rate: Fraction, predicted: dict[tuple[int, int], int] | None,
-                hold) -> Selection:
-        """Decode from the current position until every target has its frame (or the stream ends): the frame rule's
-        choice per ``(clip, k)`` (as ``hold`` keeps it), with non-reference frames skipped outside the clips'
-        windows and, when ``predicted`` is given, inside them wherever no target is predicted to take the frame."""
-        state = Selection()
+                hold, state: Selection) -> Iterator[list[int]]:
+        """Decode from the current position until every target has its frame (or the stream ends), recording in
+        ``state`` the frame rule's choice per ``(clip, k)`` (as ``hold`` keeps it), with non-reference frames skipped
+        outside the clips' windows and, when ``predicted`` is given, inside them wherever no target is predicted to
+        take the frame. Yields, after each frame that served targets, the clips it completed."""
         picker = TargetPicker(targets, wanted, rate)
+        left: dict[int, int] = {}
+        for _, ci, _ in targets:
+            left[ci] = left.get(ci, 0) + 1
         skipping = None
         if not self.info.variable_frame_rate and self.info.fps and self.exact_savings:  # no safe margin on VFR
             keep = None if predicted is None else set(predicted.values())
             skipping = NonRefSkipper(skip_windows(targets, wanted, float(rate), self.info.fps), stream.time_base,
                                      keep)
+            state.dropped = skipping.dropped
         try:
             for frame in decoded_frames(self._container, stream, self.path, skipping):
                 t = frame.time if frame.time is not None else (state.last_time or 0.0) + 1.0 / (self.info.fps or 30.0)
@@ -333,8 +381,15 @@ class MediaFile:
                 if skipping:
                     skipping.skipped = False
                 state.last_time = t
+                finished = []
                 for key, taken in picker.feed(frame, frame.pts, t, stream.time_base):
                     state.chosen[key] = hold(taken)
+                    left[key[0]] -= 1
+                    if not left[key[0]]:
+                        finished.append(key[0])
+                state.prev, state.pos = picker.prev, picker.pos
+                if finished:
+                    yield finished
                 if picker.done:
                     break
         except CorruptMediaError as e:
@@ -343,7 +398,6 @@ class MediaFile:
         state.prev, state.pos = picker.prev, picker.pos
         if skipping is not None:
             self.decode_stats["skipped_in_window"] += skipping.inside
-        return state
 
     def _predict(self, stream, targets, wanted, rate: Fraction,
                  keyframe: float | None) -> dict[tuple[int, int], int] | None:
@@ -391,6 +445,37 @@ class MediaFile:
             return [torch.zeros(1, n) for _ in starts]
         return read_audio_clips(self._container, self.info, self.path, starts, duration, sample_rate,
                                 exact_savings=self.exact_savings, seen_end=self._seen_end)
+
+
+class _ClipAssembler:
+    """Makes finished clips from the chosen frames, converting a frame that several clips took once, and forgetting
+    each clip's frames (and their conversions) as it is handed out, so a long stream holds only the clips under
+    way."""
+
+    def __init__(self, pixels: PixelConverter, times: list[list[float]], short_side: Size) -> None:
+        self.pixels, self.times, self.size = pixels, times, short_side
+        self.converted: dict[int, np.ndarray] = {}
+
+    def assemble(self, ci: int, chosen: dict) -> torch.Tensor:
+        num_frames = len(self.times[ci])
+        taken = [chosen.pop((ci, k), None) for k in range(num_frames)]
+        have = [f for f in taken if f is not None]
+        arrays = [self.pixels.rgb(f, self.converted, self.size) for f in have]
+        while len(arrays) < num_frames:  # loop the clip from its start, as the original pad_missing
+            arrays += arrays[: num_frames - len(arrays)]
+        on_device = isinstance(arrays[0], torch.Tensor)
+        clip = torch.stack(arrays) if on_device else torch.from_numpy(np.stack(arrays))
+        still = {id(f) for f in chosen.values()}
+        for key in [k for k in self.converted if k not in still]:
+            del self.converted[key]
+        return clip
+
+
+def _in_order(clips: Iterator[tuple[int, torch.Tensor]], n: int) -> list[torch.Tensor]:
+    out: list[torch.Tensor | None] = [None] * n
+    for i, clip in clips:
+        out[i] = clip
+    return out  # type: ignore[return-value]
 
 
 def cuda_decoder_works(path: str | os.PathLike, device: torch.device | str = "cuda") -> str | None:

@@ -10,13 +10,14 @@ import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import DecodeError
 from .decode import MediaFile
 from .remote import is_url, list_remote, read_remote_text, remote_fs
 from .shards import expand_braces, is_shard, split_member
 
-__all__ = ["MEDIA_EXTENSIONS", "find_media", "input_list", "unique_media", "readable_media"]
+__all__ = ["read_segments", "MEDIA_EXTENSIONS", "find_media", "input_list", "unique_media", "readable_media"]
 
 MEDIA_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".mts",
@@ -26,6 +27,40 @@ _LIST_SUFFIXES = (".csv", ".txt", ".lst")
 _FILE_URL = re.compile(r"^file://", re.I)
 
 Media = Path | str  # a local path, or a URL (kept a string: a Path would fold its "//")
+
+
+def read_segments(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """Annotated segments from a CSV with a header ``path,start,end[,label][,id]`` (seconds): ``{path: [{"start",
+    "end", "label", "id"}, ...]}``, the paths resolved as for an input list (relative to the CSV's folder), the
+    files in the order they first appear and each file's segments in the CSV's order. A row that is not a segment
+    (an end not after its start, a number that is not one) is an error naming the CSV and its line."""
+    src: Media = str(path) if is_url(path) else Path(path)
+    text = read_remote_text(src) if isinstance(src, str) else src.read_text(encoding="utf-8")
+    rows = list(csv.reader(text.splitlines()))
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if not {"path", "start", "end"} <= set(header):
+        raise ValueError(f"{path}: a segments CSV needs a header with path,start,end (and optionally label, id); "
+                         f"found {','.join(header) or 'nothing'}")
+    col = {name: header.index(name) for name in ("path", "start", "end", "label", "id") if name in header}
+    resolved = _read_list(src)  # the same resolution as an input list's (one entry per row with a path)
+    out: dict[str, list[dict[str, Any]]] = {}
+    k = 0
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not row[col["path"]].strip():
+            continue
+        try:
+            start, end = float(row[col["start"]]), float(row[col["end"]])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {line}: start and end must be seconds, got {row}") from None
+        if not end > start >= 0:
+            raise ValueError(f"{path}, line {line}: a segment must end after it starts (at 0 s or later), "
+                             f"got {start}..{end}")
+        label = row[col["label"]].strip() if "label" in col and len(row) > col["label"] else None
+        ident = row[col["id"]].strip() if "id" in col and len(row) > col["id"] else None
+        out.setdefault(str(resolved[k]), []).append({"start": start, "end": end, "label": label or None,
+                                                     "id": ident or None})
+        k += 1
+    return out
 
 
 def _read_list(path: Media) -> list[Media]:

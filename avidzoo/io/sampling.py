@@ -1,12 +1,14 @@
-"""Where clips start: evenly spread for evaluation, random for training, sliding windows over long videos; which span
-of a file the clips may cover, and how much of each clip a stream really fills."""
+"""Where clips start: evenly spread for evaluation, random for training, sliding windows over long videos, rows on a
+time grid; which span of a file the clips may cover, and how much of each clip a stream really fills."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 
-__all__ = ["uniform_starts", "random_start", "sliding_starts", "snap_to_keyframes", "clip_span", "coverage"]
+__all__ = ["uniform_starts", "random_start", "sliding_starts", "snap_to_keyframes", "clip_span", "coverage",
+           "timeline_span", "stride_rows", "segment_rows", "row_clip_starts"]
 
 Span = tuple[float, float]
 
@@ -104,4 +106,65 @@ def snap_to_keyframes(starts: Sequence[float], keyframes: Sequence[float], *, la
             j -= 1
         out[order[i - 1]] = usable[j - 1]
         j -= 1
+    return out
+
+
+# -- rows over time ----------------------------------------------------------------------------------------------------
+# A file's features over time are rows, each a window [a, b] of the file; a row's K clips are centred in K equal parts
+# of it (K = 1: on its centre), every modality's clip on the same centre, so that row k of the video and row k of the
+# audio describe the same moment whatever their clip lengths (AVID: video 0.5 s, audio 2 s).
+
+
+def timeline_span(spans: Mapping[str, Span], window: float) -> tuple[float, float, str]:
+    """The span rows are laid over, from the streams in ``spans`` (those a file has of the requested ones):
+    ``(start, end, rule)``. ``"overlap"``: where the streams overlap (every row's clips lie in every stream), when
+    they overlap by at least ``window``; else the video stream's span (``"video"``; the audio stream's for a file
+    without video), the other stream padded, as :func:`clip_span` decides for clips."""
+    if not spans:
+        raise ValueError("timeline_span needs at least one stream")
+    lo = max(a for a, _ in spans.values())
+    hi = min(b for _, b in spans.values())
+    if hi - lo >= window - 1e-9 or len(spans) == 1:
+        return lo, max(hi, lo), "overlap"
+    lead = "video" if "video" in spans else next(iter(spans))
+    a, b = spans[lead]
+    return a, max(b, a), lead
+
+
+def stride_rows(span: Span, window: float, stride: float) -> list[Span]:
+    """Rows ``window`` seconds long starting every ``stride`` seconds from the span's start, as many as end within it
+    (a regular grid: a tail shorter than a stride is left out); one row at the start for a span shorter than
+    ``window``."""
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    lo, hi = span
+    n = max(int(math.floor((hi - lo - window) / stride + 1e-6)) + 1, 1)
+    return [(lo + k * stride, lo + k * stride + window) for k in range(n)]
+
+
+def segment_rows(span: Span, length: float) -> list[Span]:
+    """Back-to-back segments of ``length`` seconds from the span's start: as many as the span holds, rounded to the
+    nearest (a 10.0-s file in 1-s segments has 10 of them whether its streams end at 9.98 s or 10.03 s; a last
+    segment may run past the end by less than half its length, and its clips are moved inside the streams), at
+    least one."""
+    if length <= 0:
+        raise ValueError(f"segment length must be positive, got {length}")
+    lo, hi = span
+    n = max(int(math.floor((hi - lo) / length + 0.5)), 1)
+    return [(lo + k * length, lo + (k + 1) * length) for k in range(n)]
+
+
+def row_clip_starts(rows: Sequence[Span], clips_per_row: int, clip_duration: float,
+                    span: Span | None = None) -> list[float]:
+    """Start times of each row's ``clips_per_row`` clips of ``clip_duration`` seconds, row by row: clip ``j`` of
+    row ``[a, b]`` is centred on ``a + (b - a) * (j + 0.5) / K``. A clip that would begin before its stream's
+    ``span`` starts or end after it ends is moved inside it (where the stream is at least a clip long), as the
+    originals moved a clip back at a file's end; the starts say where each went."""
+    out = []
+    for a, b in rows:
+        for j in range(clips_per_row):
+            t = a + (b - a) * (j + 0.5) / clips_per_row - clip_duration / 2
+            if span is not None:
+                t = max(min(t, span[1] - clip_duration), span[0])
+            out.append(t)
     return out

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["TIME_EPS", "NonRefSkipper", "Selection", "TargetPicker", "earliest", "predict", "seek_between",
-           "skip_windows"]
+__all__ = ["TIME_EPS", "NonRefSkipper", "Selection", "TargetPicker", "earliest", "lost_a_frame", "predict",
+           "seek_between", "skip_windows"]
 
 TIME_EPS = 1e-6  # seconds; absorbs float error when a target falls exactly on a frame's timestamp
 _SEEK_GAP = 2.0  # seconds between clips beyond which seeking beats decoding through, when keyframes are unknown
@@ -77,13 +77,38 @@ def predict(order: tuple[list[int], list[float]], targets: list[Target], wanted:
 @dataclass
 class Selection:
     """What one decoding pass of a group found: the frame each ``(clip, k)`` takes, the last frame before the one
-    the pass stopped at, the last frame's time, the frame intervals seen and how many targets were served."""
+    the pass stopped at, the last frame's time, the frame intervals seen, how many targets were served and which
+    packets were skipped inside the windows."""
 
     chosen: dict = field(default_factory=dict)
     prev: object = None
     last_time: float | None = None
     deltas: list = field(default_factory=list)
     pos: int = 0
+    dropped: set = field(default_factory=set)  # pts of the packets skipped inside the windows
+
+
+def lost_a_frame(order: tuple[list[int], list[float]], target: Target, wanted: int | None, rate: Fraction,
+                 time_base: Fraction, chosen: int, dropped: set[int]) -> bool:
+    """Whether a target that took the frame ``chosen`` (pts) would have taken another had the in-window skipping
+    not dropped it: a packet in ``dropped`` (skipped inside a window) that the frame rule prefers. The original rule
+    takes the first frame whose number reaches ``wanted``, so a dropped frame before ``chosen`` that reaches it; the
+    timestamps rule the last at or before the target time, so a dropped frame after ``chosen`` and not after it.
+    ``order``: the packets' presentation order (pts, seconds)."""
+    pts_sorted, times = order
+    i = bisect.bisect_left(pts_sorted, chosen)
+    if wanted is not None:
+        while i > 0 and pts_sorted[i - 1] * time_base * rate >= wanted:
+            i -= 1
+            if pts_sorted[i] in dropped:
+                return True
+        return False
+    i += 1
+    while i < len(pts_sorted) and times[i] <= target[0] + TIME_EPS:
+        if pts_sorted[i] in dropped:
+            return True
+        i += 1
+    return False
 
 
 def earliest(t: float, original: bool, rate: float, video_start: float) -> float:
@@ -124,16 +149,26 @@ class NonRefSkipper:
     rate)."""
 
     def __init__(self, windows: list[tuple[float, float]], time_base: Fraction, keep: set[int] | None = None) -> None:
-        self.windows, self.time_base, self.keep, self.skipped = windows, time_base, keep, False
+        merged: list[list[float]] = []  # disjoint, sorted: a packet's window is found by bisection (dense grids)
+        for lo, hi in sorted(windows):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.starts, self.ends = [w[0] for w in merged], [w[1] for w in merged]
+        self.time_base, self.keep, self.skipped = time_base, keep, False
         self.inside = 0  # non-key packets inside a window that were not kept (skipped if non-reference)
+        self.dropped: set[int] = set()  # their pts (the frames a wrong prediction could have lost)
 
     def outside(self, packet: Any) -> bool:
         if packet.pts is None or packet.is_keyframe:
             return False
         t = float(packet.pts * self.time_base)
-        out = not any(lo <= t <= hi for lo, hi in self.windows)
+        i = bisect.bisect_right(self.starts, t) - 1
+        out = not (i >= 0 and t <= self.ends[i])
         if not out and self.keep is not None and packet.pts not in self.keep:
             out = True
             self.inside += 1
+            self.dropped.add(packet.pts)
         self.skipped |= out
         return out
