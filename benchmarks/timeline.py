@@ -57,12 +57,13 @@ def decode(folder: Path, model) -> None:
           f"{cost['segments 1'] / cost['clips 10']:.3f} (target <= 0.333)")
 
 
+# The child's own peak (VmHWM: ru_maxrss would carry the parent's peak over the fork), in kB.
 _CHILD = """
-import resource, sys, avidzoo
+import re, sys, avidzoo
 from avidzoo.extract import FeatureExtractor
 model = avidzoo.create_model("cross_avid_r2plus1d").eval()
 FeatureExtractor(model, device="cpu", segments=1.0, progress=False).extract([sys.argv[1]], sys.argv[2])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 """
 
 
@@ -70,7 +71,7 @@ def memory(folder: Path, minutes: float) -> None:
     rss = {}
     for name, seconds in (("10 s", 10), (f"{minutes:g} min", int(minutes * 60))):
         t0 = time.perf_counter()
-        path = make_video(folder / f"m{seconds}.mp4", fps=25, seconds=seconds, size=(854, 480), pattern="index",
+        path = make_video(folder / f"m{seconds}.mp4", fps=25, seconds=seconds, size=(854, 480), pattern="seconds",
                           gop=250, bframes=2, audio_rate=44100)
         made = time.perf_counter() - t0
         t0 = time.perf_counter()
