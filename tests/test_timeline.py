@@ -216,7 +216,7 @@ def test_segments_from_the_command_line_read_as_ave_and_video_features_read_them
                 "--device", "cpu", "-q"]) == 0
 
 
-def test_stride_grid_in_python_and_per_second(small, media):
+def test_stride_grid_from_python_and_the_command_line(small, media, tmp_path):
     r = avidzoo.extract_features(small[0], [media / "long.mp4"], stride=1.0, device="cpu", progress=False,
                                  batch_size=4)
     # rows of 0.64 s (the audio clip) every second over 13 s: 13; the 0.25-s video clip and the audio share centres
@@ -225,6 +225,14 @@ def test_stride_grid_in_python_and_per_second(small, media):
     secs = per_second(r.file_times(0), r.sequences("video")[0], 10)
     assert secs.shape == (10, 512)
     torch.testing.assert_close(secs[0], r.features["video"][0])  # second 0 lies only in row 0
+    # the same through the command line (--stride), into a folder
+    out = tmp_path / "grid"
+    assert cli(["extract", str(media / "long.mp4"), "--model", str(small[1]), "--out", str(out), "--stride", "1",
+                "--device", "cpu", "--batch-size", "4", "-q"]) == 0
+    back = load_features(out)
+    assert json.loads((out / "meta.json").read_text())["timeline"]["kind"] == "stride"
+    assert torch.equal(back.times, r.times)
+    torch.testing.assert_close(back["audio"], r["audio"])
 
 
 def test_annotated_segments_with_labels_decode_each_file_once(small, media, tmp_path):
