@@ -195,13 +195,16 @@ class VideoTransform:
 
     def normalize(self, crops: torch.Tensor) -> torch.Tensor:
         """Crops from :meth:`crop`, ``(B, T, S, S, 3)`` uint8 (on any device) -> ``(B, 3, T, S, S)`` float32."""
-        return self._normalize(rearrange(crops, "b t h w c -> b t c h w").float())
+        return self._normalize(rearrange(crops, "b t h w c -> b t c h w"))
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 3, S, S)`` float in [0, 255] -> ``(B, 3, T, S, S)`` normalised."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-        return rearrange((x - mean) / std, "b t c h w -> b c t h w").contiguous()
+        """``(B, T, 3, S, S)`` in [0, 255] (uint8 or float) -> ``(B, 3, T, S, S)`` float32 normalised: one copy into
+        the output's layout, then in place (the same arithmetic as ``(x - mean) / std``, without its temporaries)."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1, 1) * 255.0
+        out = torch.empty(rearrange(x, "b t c h w -> b c t h w").shape, dtype=torch.float32, device=x.device)
+        out.copy_(rearrange(x, "b t c h w -> b c t h w"))
+        return out.sub_(mean).div_(std)
 
     def _resized_size(self, h: int, w: int) -> tuple[int, int]:
         """Short side to ``resize``, the long side scaled and truncated as PIL/torchvision Resize(int) does; or the
@@ -219,12 +222,12 @@ class VideoTransform:
 
     def _center_views(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = x.shape
-        x = rearrange(x, "b t c h w -> (b t) c h w").float()
         size = self._resized_size(h, w)
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=self.antialias).clamp_(0, 255)
         top, left = self._crop_origin(*size)
+        if size == (h, w):  # the crop first: the same pixels, and only those cross to float (in _normalize)
+            return x[..., top:top + self.crop_size, left:left + self.crop_size]
+        x = rearrange(x, "b t c h w -> (b t) c h w").float()
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias).clamp_(0, 255)
         x = x[:, :, top:top + self.crop_size, left:left + self.crop_size]
         return rearrange(x, "(b t) c h w -> b t c h w", b=b)
 
