@@ -46,7 +46,9 @@ class DatasetError(AvidzooError, ValueError):
 class LabelledMedia:
     """``paths[i]`` has label ``labels[i]`` (an index into ``classes``); ``segments[i]`` is ``(start, end)`` in
     seconds or ``(None, None)`` for the whole file; ``folds[i]`` its cross-validation fold (or ``None``).
-    ``skipped`` maps files left out (unreadable) to the reason."""
+    ``skipped`` maps files left out (unreadable) to the reason; ``groups[i]`` the item's group (clips cut from one
+    video: a CSV's ``group`` column, UCF-101's ``_g08_`` in the name) or ``None``, which cross-validation keeps on
+    one side of a split."""
 
     paths: list[Path]
     labels: list[int]
@@ -55,13 +57,15 @@ class LabelledMedia:
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)
     folds: list[int | None] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    groups: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
         self.segments = self.segments or [(None, None)] * n
         self.folds = self.folds or [None] * n
-        if not (len(self.labels) == len(self.segments) == len(self.folds) == n):
-            raise DatasetError(f"{self.source}: paths, labels, segments and folds differ in length")
+        self.groups = self.groups or [None] * n
+        if not (len(self.labels) == len(self.segments) == len(self.folds) == len(self.groups) == n):
+            raise DatasetError(f"{self.source}: paths, labels, segments, folds and groups differ in length")
         bad = [lab for lab in self.labels if not 0 <= lab < len(self.classes)]
         if bad:
             raise DatasetError(f"{self.source}: label index {bad[0]} outside the {len(self.classes)} classes")
@@ -79,7 +83,7 @@ class LabelledMedia:
     def subset(self, indices: Sequence[int]) -> LabelledMedia:
         return replace(self, paths=[self.paths[i] for i in indices], labels=[self.labels[i] for i in indices],
                        segments=[self.segments[i] for i in indices], folds=[self.folds[i] for i in indices],
-                       skipped=dict(self.skipped))
+                       groups=[self.groups[i] for i in indices], skipped=dict(self.skipped))
 
     def fold(self, k: int) -> tuple[LabelledMedia, LabelledMedia]:
         """``(train, test)``: every other fold, and fold ``k``."""
@@ -133,6 +137,18 @@ class LabelledMedia:
         return out
 
 
+_UCF_GROUP = re.compile(r"_(g\d+)_c\d+$")
+
+
+def ucf_groups(paths: Sequence[Path]) -> list[str | None]:
+    """UCF-101's groups, read off names such as ``v_ApplyEyeMakeup_g08_c01.avi`` (class and ``g08``: the clips of
+    one long video); ``None`` for every file unless all names follow that pattern."""
+    found = [_UCF_GROUP.search(Path(p).stem) for p in paths]
+    if not paths or not all(found):
+        return [None] * len(paths)
+    return [f"{Path(p).parent.name}/{m.group(1)}" for p, m in zip(paths, found)]
+
+
 def _natural_key(s: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
@@ -154,11 +170,12 @@ def VideoFolder(root: str | os.PathLike) -> LabelledMedia:  # noqa: N802 (reads 
             raise DatasetError(f"{root}: class folder {d.name!r} has no media files") from None
         paths += files
         labels += [label] * len(files)
-    return LabelledMedia(paths, labels, [d.name for d in class_dirs], source=str(root))
+    return LabelledMedia(paths, labels, [d.name for d in class_dirs], source=str(root), groups=ucf_groups(paths))
 
 
 def VideoCSV(csv_file: str | os.PathLike, root: str | os.PathLike | None = None) -> LabelledMedia:  # noqa: N802
-    """Rows ``path,label[,start,end][,fold]`` with a header naming the columns (``path`` and ``label`` required).
+    """Rows ``path,label[,start,end][,fold][,group]`` with a header naming the columns (``path`` and ``label``
+    required; ``group``: items that must stay on one side of a split, such as clips of one video).
     Relative paths are taken from ``root`` (default: the CSV's folder); classes are the labels sorted naturally."""
     csv_file = Path(csv_file)
     base = Path(root) if root is not None else csv_file.parent
@@ -172,8 +189,9 @@ def VideoCSV(csv_file: str | os.PathLike, root: str | os.PathLike | None = None)
             raise DatasetError(f"{csv_file}: no {need!r} column (columns: {', '.join(columns)})")
     names = sorted({r[columns["label"]].strip() for r in rows}, key=_natural_key)
     index = {c: i for i, c in enumerate(names)}
-    paths, labels, segments, folds = [], [], [], []
+    paths, labels, segments, folds, groups = [], [], [], [], []
     for line, r in enumerate(rows, start=2):
+        groups.append((r[columns["group"]] or "").strip() or None if "group" in columns else None)
         p = Path(r[columns["path"]].strip())
         paths.append(p if p.is_absolute() else base / p)
         labels.append(index[r[columns["label"]].strip()])
@@ -186,7 +204,8 @@ def VideoCSV(csv_file: str | os.PathLike, root: str | os.PathLike | None = None)
         if seg[0] is not None and seg[1] is not None and seg[1] <= seg[0]:
             raise DatasetError(f"{csv_file}, line {line}: end {seg[1]} is not after start {seg[0]}")
         segments.append(seg)
-    return LabelledMedia(paths, labels, names, source=str(csv_file), segments=segments, folds=folds)
+    return LabelledMedia(paths, labels, names, source=str(csv_file), segments=segments, folds=folds,
+                         groups=groups if any(g is not None for g in groups) else ucf_groups(paths))
 
 
 def _split_file(path: Path) -> list[list[str]]:
@@ -216,7 +235,8 @@ def UCF101(root: str | os.PathLike, splits: str | os.PathLike, fold: int = 1,  #
             raise DatasetError(f"{splits}: class {name!r} of {r[0]} is not in classInd.txt")
         paths.append(root / r[0])
         labels.append(index[name])
-    return LabelledMedia(paths, labels, classes, source=f"UCF-101 fold {fold} {subset} ({root})")
+    return LabelledMedia(paths, labels, classes, source=f"UCF-101 fold {fold} {subset} ({root})",
+                         groups=ucf_groups(paths))
 
 
 def HMDB51(root: str | os.PathLike, splits: str | os.PathLike, fold: int = 1,  # noqa: N802

@@ -32,6 +32,9 @@ def test_ucf101_split_files(tmp_path):
     assert train.paths[1] == tmp_path / "UCF-101" / "Archery" / "v_Archery_g08_c02.avi"
     test = open_dataset(f"ucf101:{splits}", root=tmp_path / "UCF-101", fold=1, subset="test")
     assert test.labels == [2, 0] and test.classes == train.classes
+    # the group (g08: clips cut from one video) is read off the names, for splits that keep it whole
+    assert train.groups == ["ApplyEyeMakeup/g08", "Archery/g08", "ApplyLipstick/g09"]
+    assert train.subset([2, 0]).groups == ["ApplyLipstick/g09", "ApplyEyeMakeup/g08"]
     with pytest.raises(DatasetError, match="testlist02.txt: split file not found"):
         UCF101(tmp_path, splits, fold=2, subset="test")
     with pytest.raises(DatasetError, match="folds 1-3"):
@@ -81,6 +84,9 @@ def test_csv_with_segments_and_folds(tmp_path):
     train, test = data.fold(2)
     assert [p.name for p in train.paths] == ["a.mp4"] and [p.name for p in test.paths] == ["b.mp4", "c.mp4"]
     assert VideoCSV(tmp_path / "labels.csv", root=tmp_path / "elsewhere").paths[0] == tmp_path / "elsewhere/clips/a.mp4"
+    assert data.groups == [None, None, None]
+    (tmp_path / "grouped.csv").write_text("path,label,group\na.mp4,dog,walk1\nb.mp4,dog,walk1\nc.mp4,cat,\n")
+    assert VideoCSV(tmp_path / "grouped.csv").groups == ["walk1", "walk1", None]
     (tmp_path / "bad.csv").write_text("path,label,start,end\na.mp4,dog,3,1\n")
     with pytest.raises(DatasetError, match=r"bad.csv, line 2: end 1.0 is not after start 3.0"):
         VideoCSV(tmp_path / "bad.csv")
