@@ -41,6 +41,7 @@ from .io import COLOUR_RULES, find_media
 from .io.shards import is_shard, member_shard
 from .manifest import get_manifest
 from .probe import linear_probe
+from .rank import rank
 from .score import score_av
 from .train import FinetuneConfig, PretrainConfig, finetune, pretrain
 from .train.runs import read_config_file
@@ -55,6 +56,7 @@ EXAMPLES = """examples:
   avidzoo verify cross_avid_r2plus1d.kinetics400
   avidzoo finetune --model avid_cma_r2plus1d.audioset --train my_videos/train --val my_videos/val --out runs/mine
   avidzoo evaluate runs/mine/best my_videos/test --out runs/mine/test_eval
+  avidzoo rank my_videos/ --weights all --out rank/     which weights suit my labelled videos (report.md)
 """
 
 
@@ -302,6 +304,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+RANK_EXAMPLE = """examples:
+  avidzoo rank my_clips/ --out rank/                       every weight, both towers and fused: rank/report.md
+  avidzoo rank clips.csv --weights cross_avid_r2plus1d.kinetics400 runs/mine/best --modality video
+  avidzoo rank esc50:ESC-50 --weights crisscross_r2plus1d.audioset2m gdt_r2plus1d.kinetics400 --modality audio
+"""
+
 FINETUNE_EXAMPLE = """examples:
   avidzoo finetune --model avid_cma_r2plus1d.audioset --train my_videos/train --val my_videos/val --out runs/mine
   avidzoo finetune --model avid_cma_r2plus1d.audioset --train ucf101:ucfTrainTestlist --root UCF-101 --fold 1 \\
@@ -360,6 +368,15 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
     if args.out:
         write_text_atomic(args.out, json.dumps(report.summary(), indent=2) + "\n")
     return 0
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    data = open_dataset(args.data, root=args.root, fold=args.fold or 1, subset="train")
+    shots = [int(n) for n in args.shots.split(",")] if args.shots else []
+    report = rank(data, args.weights or ["all"], modality=args.modality, out=args.out, folds=args.folds,
+                  repeats=args.repeats, seed=args.seed, shots=shots, episodes=args.episodes, clips=args.clips,
+                  device=args.device, num_workers=args.workers, progress=not args.quiet, data_spec=args.data)
+    return 0 if report.rows else 1
 
 
 def env_report() -> dict[str, object]:
@@ -579,6 +596,29 @@ def _parser_linear_probe(sub) -> None:
     s.set_defaults(func=_cmd_linear_probe)
 
 
+def _parser_rank(sub) -> None:
+    s = sub.add_parser("rank", help="which weights suit your labelled media: probes, few-shot, LogME, one report",
+                       epilog=RANK_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("data", metavar="DATA", help="class folder, CSV (path,label[,fold][,group]), ucf101:/hmdb51: "
+                   "splits (with --root), esc50:ROOT")
+    _dataset_options(s)
+    s.add_argument("--weights", nargs="+", metavar="SOURCE", help="registry names, 'all' (the default), saved or "
+                   "finetuned folders, release files, hf-hub:ORG/REPO")
+    s.add_argument("--modality", choices=["video", "audio", "both"], default="both",
+                   help="towers to rank (both: each tower and the two fused; default)")
+    s.add_argument("--out", default="rank", metavar="DIR", help="report, plots and the features' cache (default rank)")
+    s.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    s.add_argument("--repeats", type=int, default=3, help="cross-validation repeats with new folds (default 3)")
+    s.add_argument("--shots", default="1,5,10", help="few-shot training items per class (default 1,5,10; '' for none)")
+    s.add_argument("--episodes", type=int, default=100, help="few-shot episodes per shot count (default 100)")
+    s.add_argument("--clips", type=int, default=5, help="clips per file, their features averaged (default 5)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--device")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(func=_cmd_rank)
+
+
 def _parser_env(sub) -> None:
     s = sub.add_parser("env", help="versions of torch, torchvision, torchaudio, PyAV/FFmpeg and CUDA")
     s.set_defaults(func=_cmd_env)
@@ -592,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_parser_list, _parser_info, _parser_download, _parser_convert, _parser_verify, _parser_extract,
                 _parser_export, _parser_score_av, _parser_pretrain, _parser_finetune, _parser_evaluate,
-                _parser_linear_probe, _parser_env):
+                _parser_linear_probe, _parser_rank, _parser_env):
         add(sub)
     return p
 

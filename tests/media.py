@@ -197,6 +197,31 @@ PALETTE = [(230, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (200, 40
            (250, 140, 20), (120, 120, 120)]
 
 
+def _tone_colour_clip(path: Path, colour: tuple[int, int, int], freq: float, seconds: float, rng) -> Path:
+    """A 48 px, 16 fps clip of ``colour`` with random brightness and noise, and a 24-kHz tone near ``freq`` Hz
+    (3% detune, random loudness and phase, light noise)."""
+    container = av.open(str(path), "w")
+    vs = _small_h264(container, 48)
+    aus = container.add_stream("aac", rate=24000, layout="mono")
+    base = np.array(colour, np.float32)
+    for _ in range(int(16 * seconds)):
+        img = np.clip(base * rng.uniform(0.7, 1.1) + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+        _mux(container, vs, av.VideoFrame.from_ndarray(img, format="rgb24"))
+    _mux(container, vs)
+    n = int(24000 * seconds)
+    t = np.arange(n) / 24000
+    f = freq * rng.uniform(0.97, 1.03)
+    wave = (rng.uniform(0.3, 0.6) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.28))
+            + rng.normal(0, 0.02, n)).astype(np.float32)[None]
+    for s in range(0, n, 1024):
+        fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, s:s + 1024]), format="fltp", layout="mono")
+        fr.rate, fr.pts = 24000, s
+        _mux(container, aus, fr)
+    _mux(container, aus)
+    container.close()
+    return path
+
+
 def make_linked_videos(folder: str | Path, *, classes: int = 4, per_class: int = 6, seconds: float = 1.5,
                        seed: int = 0, start: int = 0) -> list[Path]:
     """Videos whose picture and sound belong together: class c shows colour PALETTE[c] with moving noise and
@@ -204,31 +229,23 @@ def make_linked_videos(folder: str | Path, *, classes: int = 4, per_class: int =
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    return [_tone_colour_clip(folder / f"c{c}_{start + k:03d}.mp4", PALETTE[c], 300 + 350 * c, seconds, rng)
+            for c in range(classes) for k in range(per_class)]
+
+
+def make_tone_colour_classes(folder: str | Path, classes: list[tuple[int, float]], *, per_class: int = 6,
+                             seconds: float = 1.0, seed: int = 0) -> list[Path]:
+    """``folder/class<c>/<k>.mp4``: class ``c`` shows colour ``PALETTE[classes[c][0]]`` and plays a tone near
+    ``classes[c][1]`` Hz (:func:`_tone_colour_clip`). Two classes that share a frequency sound alike to any
+    spectrogram (their only difference, the phase, is random per file), so an audio tower cannot tell them apart
+    while their colours can; classes that share a colour are the same for the video tower."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
     paths = []
-    for c in range(classes):
-        for k in range(per_class):
-            path = folder / f"c{c}_{start + k:03d}.mp4"
-            container = av.open(str(path), "w")
-            vs = _small_h264(container, 48)
-            aus = container.add_stream("aac", rate=24000, layout="mono")
-            base = np.array(PALETTE[c], np.float32)
-            for _ in range(int(16 * seconds)):
-                img = np.clip(base * rng.uniform(0.7, 1.1) + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
-                _mux(container, vs, av.VideoFrame.from_ndarray(img, format="rgb24"))
-            _mux(container, vs)
-            n = int(24000 * seconds)
-            t = np.arange(n) / 24000
-            f = (300 + 350 * c) * rng.uniform(0.97, 1.03)
-            wave = (rng.uniform(0.3, 0.6) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.28))
-                    + rng.normal(0, 0.02, n)).astype(np.float32)[None]
-            for s in range(0, n, 1024):
-                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, s:s + 1024]), format="fltp",
-                                                layout="mono")
-                fr.rate, fr.pts = 24000, s
-                _mux(container, aus, fr)
-            _mux(container, aus)
-            container.close()
-            paths.append(path)
+    for c, (colour, freq) in enumerate(classes):
+        (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+        paths += [_tone_colour_clip(folder / f"class{c}" / f"{k:03d}.mp4", PALETTE[colour], freq, seconds, rng)
+                  for k in range(per_class)]
     return paths
 
 

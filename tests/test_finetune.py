@@ -247,3 +247,32 @@ def test_fp16_autocast_with_gradient_scaler_on_cpu(actions, tmp_path):
     step = {amp: avidzoo.from_pretrained(run / "model").classifier[1].weight - w0 for amp, run in runs.items()}
     assert step["fp16"].abs().max() > 0  # the scaled, unscaled gradient reached Adam (no inf/NaN skip)
     assert float((step["fp16"].sign() == step["off"].sign()).float().mean()) > 0.9
+
+
+@pytest.mark.learning
+def test_rank_puts_the_finetuned_weights_above_random_ones(run, actions, tmp_path, margin):
+    """`avidzoo rank`'s known answer: on fresh videos of the same actions, the finetuned encoder against the same
+    graph at random initialisation (the finetuning's own start, seeded alike)."""
+    make_action_videos(tmp_path / "fresh", per_class=12, seed=2)
+    torch.manual_seed(0)
+    random = avidzoo.create_model("cross_avid_r2plus1d", video_depth=10, modalities=("video",))
+    pre = random.config["preprocessing"]
+    pre["video"].update(num_frames=4, crop_size=32, resize=36, clip_duration=0.25)
+    random.update_config(preprocessing=pre)
+    random_dir = random.save_pretrained(tmp_path / "random")
+    out = tmp_path / "rank"
+    assert cli(["rank", str(tmp_path / "fresh"), "--weights", str(run), str(random_dir), "--modality", "video",
+                "--out", str(out), "--folds", "4", "--repeats", "1", "--shots", "1,5", "--episodes", "30",
+                "--clips", "2", "--workers", "0", "--quiet"]) == 0
+    report = json.loads((out / "rank.json").read_text())
+    rows = {(r["weight"], r["protocol"]): r for r in report["rows"]}
+    assert report["context"]["best"]["weights"][0] == str(run)  # best (the random one may be tied on the probe)
+    margin("rank_logistic_trained_minus_random", rows[(str(run), "logistic")]["score"]
+           - rows[(str(random_dir), "logistic")]["score"], 0.0)
+    # The intervals separate what differs: kNN-20 (trained features cluster by class) and the 1-shot curve.
+    margin("rank_knn20_gap_low", rows[(str(random_dir), "knn20")]["diff_low"], 0.1)
+    assert not rows[(str(random_dir), "knn20")]["tied"]
+    trained, untrained = (report["few_shot"][f"{w}|video"]["1"] for w in (str(run), str(random_dir)))
+    margin("rank_one_shot_interval_gap", trained[1] - untrained[2], 0.05)  # trained's low above random's high
+    assert rows[(str(run), "logme")]["score"] > rows[(str(random_dir), "logme")]["score"]
+    assert f"avidzoo finetune --model {run}" in (out / "report.md").read_text()
