@@ -110,8 +110,12 @@ def test_classes_too_small_to_cross_validate_are_named(small_model, clips_data, 
     data = VideoFolder(clips_data)
     keep = [i for i, lab in enumerate(data.labels) if lab != 3 or data.paths[i].stem in ("000", "001")]
     with pytest.warns(UserWarning, match=r"classes 'class3' \(2\) have fewer items than the 3 folds"):
-        rank(data.subset(keep), [str(small_model)], modality="audio", out=tmp_path / "r", folds=3, repeats=1,
-             shots=(), clips=1, num_workers=0, progress=False)
+        report = rank(data.subset(keep), [str(small_model)], modality="audio", out=tmp_path / "r", folds=3,
+                      repeats=1, shots=(), clips=1, num_workers=0, progress=False)
+    # an audio winner: avidzoo finetunes video towers, so the next step is its features (no folds to probe over)
+    assert report.best["modality"] == "audio"
+    assert f"avidzoo extract {data.source} --model {small_model} --modalities audio" in report.files[
+        "markdown"].read_text()
     lonely = [i for i, lab in enumerate(data.labels) if lab != 3 or data.paths[i].stem == "000"]
     with pytest.raises(DatasetError, match="class 'class3' has 1 item"):
         rank(data.subset(lonely), [str(small_model)], out=tmp_path / "r2", progress=False)

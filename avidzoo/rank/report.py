@@ -276,7 +276,9 @@ def _markdown(rows: list[dict], curves: dict, order_fs: list[str], context: dict
     else:
         lines.append("No weight could be scored.")
     if c.get("finetune_command"):
-        lines += ["", "Fine-tune it on your clips:", "", "```bash", str(c["finetune_command"]), "```"]
+        cmd = str(c["finetune_command"])
+        lead = "Fine-tune it on your clips:" if " finetune " in cmd else "Next, with its audio tower:"
+        lines += ["", lead, "", "```bash", cmd, "```"]
     lines += ["", f"![Logistic balanced accuracy per weight]({plots['ranking_svg']})"]
     by_key = {(r["weight"], r["modality"], r["protocol"]): r for r in rows}
     present = sorted({r["modality"] for r in rows}, key=lambda m: (MODALITIES + (m,)).index(m))

@@ -106,7 +106,7 @@ def _features(model, source: str, towers: list[str], paths: list[str], folder: P
     resumes; the time per clip is the first complete run's, all towers together."""
     timing = folder / "rank_timing.json"
     extractor = FeatureExtractor(model, modalities=tuple(towers), clips_per_video=clips, clip_agg="mean",
-                                 device=device, num_workers=num_workers, progress=progress)
+                                 device=device, num_workers=num_workers, progress=None if progress else False)
     start = time.perf_counter()
     extractor.extract(paths, out=folder)
     elapsed = time.perf_counter() - start
@@ -145,10 +145,14 @@ def _scores(x: torch.Tensor, y: torch.Tensor, groups, settings: dict, cache: Pat
     return out
 
 
-def _finetune_command(best: str, modality: str, data: str) -> str:
-    if modality == "audio":  # finetuning trains the video tower; the audio tower is probed
-        return f"avidzoo linear-probe --model {best} --train {data} --modality audio --folds 1,2,3,4,5"
-    return f"avidzoo finetune --model {best} --train {data} --out runs/{_slug(best)}"
+def _next_command(best: str, modality: str, data: str, has_folds: bool) -> str:
+    """What to run next with the winner: finetuning for a video (or fused) one; for an audio one, whose tower
+    avidzoo does not finetune, its linear probe over the data's folds, or its features for a classifier of one's own."""
+    if modality != "audio":
+        return f"avidzoo finetune --model {best} --train {data} --out runs/{_slug(best)}"
+    if has_folds:
+        return f"avidzoo linear-probe --model {best} --train {data} --modality audio"
+    return f"avidzoo extract {data} --model {best} --modalities audio --out features/{_slug(best)}"
 
 
 def rank(
@@ -308,8 +312,8 @@ def rank(
     context = {"data": data.source, "items": len(common), "classes": num_classes, "folds": folds, "repeats": repeats,
                "seed": seed, "episodes": episodes, "clips": clips, "elapsed_s": time.perf_counter() - started,
                "skipped": skipped, "failed_items": failed, "best": {k: best[k] for k in ("modality", "weights")},
-               "finetune_command": _finetune_command(best["weights"][0], best["modality"].replace("fused", "video"),
-                                                     data_spec),
+               "finetune_command": _next_command(best["weights"][0], best["modality"], data_spec,
+                                                 any(f is not None for f in data.folds)),
                "notes": notes, "groups": groups is not None}
     files = write_report(out, rows, curves, recalls, list(data.classes), context)
     _say(progress, f"rank: best {best['modality']}: {', '.join(best['weights'])} "
