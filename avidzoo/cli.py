@@ -599,8 +599,8 @@ def _parser_linear_probe(sub) -> None:
 def _parser_rank(sub) -> None:
     s = sub.add_parser("rank", help="which weights suit your labelled media: probes, few-shot, LogME, one report",
                        epilog=RANK_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("data", metavar="DATA", help="class folder, CSV (path,label[,fold][,group]), ucf101:/hmdb51: "
-                   "splits (with --root), esc50:ROOT")
+    s.add_argument("data", metavar="DATA", help="class folder, CSV (path,label[,start,end][,fold][,group]; a row "
+                   "with start and end is that segment), ucf101:/hmdb51: splits (with --root), esc50:ROOT")
     _dataset_options(s)
     s.add_argument("--weights", nargs="+", metavar="SOURCE", help="registry names, 'all' (the default), saved or "
                    "finetuned folders, release files, hf-hub:ORG/REPO")

@@ -124,3 +124,31 @@ def test_classes_too_small_to_cross_validate_are_named(small_model, clips_data, 
                                                  zip([data.paths[i] for i in lonely],
                                                      [data.labels[i] for i in lonely])))
     assert cli(["rank", str(csv_file), "--weights", str(small_model), "--out", str(tmp_path / "r3"), *FAST]) == 2
+
+
+def test_segments_of_a_csv_are_items_beside_whole_files(small_model, clips_data, tmp_path):
+    """A CSV whose rows cut some files into two segments each (items of their own, a file decoded once) and name
+    others whole: every row is an item, and what tells the classes apart still does."""
+    data = VideoFolder(clips_data)
+    lines = ["path,label,start,end,group"]
+    for i, (path, lab) in enumerate(zip(data.paths, data.labels)):
+        name = data.classes[lab]
+        if i % 2:
+            lines.append(f"{path},{name},,,{path.stem}-{name}")
+        else:  # the two halves of one file: one group, so that they never sit on both sides of a split
+            lines += [f"{path},{name},0.0,0.5,{path.stem}-{name}", f"{path},{name},0.5,1.0,{path.stem}-{name}"]
+    (tmp_path / "cut.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "rank"
+    report = rank(tmp_path / "cut.csv", [str(small_model)], modality="video", out=out, folds=3, repeats=1, shots=(),
+                  clips=1, num_workers=0, progress=False)
+    saved = json.loads((out / "rank.json").read_text())
+    assert saved["context"]["items"] == len(lines) - 1 == 36 and saved["context"]["groups"]
+    assert min(saved["per_class_recall"]["recalls"][f"{small_model}|video"]) >= 0.8
+    (weight,) = (out / "features").iterdir()
+    stores = sorted(p.name for p in weight.iterdir() if p.is_dir())
+    assert stores[0] == "files" and stores[1].startswith("segments-") and len(stores) == 2
+    assert report.best["modality"] == "video"
+    bad = tmp_path / "half.csv"
+    bad.write_text(f"path,label,start,end\n{data.paths[0]},a,0.5,\n{data.paths[1]},b,,\n")
+    with pytest.raises(DatasetError, match="has a start or an end but not both"):
+        rank(bad, [str(small_model)], out=tmp_path / "r2", progress=False)

@@ -99,26 +99,50 @@ def _forward_ms(model, tower: str, device: torch.device) -> float:
     return min(times[1:]) * 1000 / 2
 
 
-def _features(model, source: str, towers: list[str], paths: list[str], folder: Path, *, clips: int, device,
-              num_workers, progress: bool) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str], float | None]:
-    """``({tower: {path: (D,)}}, failed, ms per clip)`` of a weight's ``towers`` over ``paths``, in one pass (each
-    file decoded once for all of them) through the extraction store in ``folder``, where an interrupted run
-    resumes; the time per clip is the first complete run's, all towers together."""
+def _features(model, source: str, towers: list[str], data: LabelledMedia, folder: Path, *, clips: int, device,
+              num_workers, progress: bool) -> tuple[dict[str, dict[int, torch.Tensor]], dict[str, str], float | None]:
+    """``({tower: {item: (D,)}}, failed, ms per clip)`` of a weight's ``towers`` over ``data``'s items, in one pass
+    per kind (each file decoded once for all towers) through extraction stores under ``folder``, where an
+    interrupted run resumes: whole files with ``clips`` clips each (``folder/files``), and items with a start and
+    end as annotated segments with ``clips`` clips inside each (``folder/segments-<fingerprint of them>``, a file
+    named by several items decoded once). The time per clip is the first complete run's, all towers
+    together."""
     timing = folder / "rank_timing.json"
-    extractor = FeatureExtractor(model, modalities=tuple(towers), clips_per_video=clips, clip_agg="mean",
-                                 device=device, num_workers=num_workers, progress=None if progress else False)
-    start = time.perf_counter()
-    extractor.extract(paths, out=folder)
-    elapsed = time.perf_counter() - start
-    result = load_features(folder)
-    feats = {t: {p: result[t][i] for i, p in enumerate(result.paths)} for t in towers}
+    whole = [i for i, seg in enumerate(data.segments) if seg == (None, None)]
+    cut = {}
+    for i, (a, b) in enumerate(data.segments):
+        if (a, b) != (None, None):
+            cut.setdefault(str(data.paths[i]), []).append({"start": a, "end": b, "id": str(i), "label": None})
+    feats: dict[str, dict[int, torch.Tensor]] = {t: {} for t in towers}
+    failed: dict[str, str] = {}
+    start, done = time.perf_counter(), 0
+    # the segments' store is named by what it holds: its rows are found by item number, which another data set reuses
+    cut_store = f"segments-{_fingerprint(cut)}"
+    for kind, inputs in (("files", [str(data.paths[i]) for i in whole]), (cut_store, list(cut))):
+        if not inputs:
+            continue
+        extractor = FeatureExtractor(model, modalities=tuple(towers), clips_per_video=clips, clip_agg="mean",
+                                     segments=cut if kind == cut_store else None, device=device,
+                                     num_workers=num_workers, progress=None if progress else False)
+        extractor.extract(inputs, out=folder / kind)
+        result = load_features(folder / kind)
+        if kind == "files":
+            row = {p: r for r, p in enumerate(result.paths)}
+            keys = [(i, row.get(str(data.paths[i]))) for i in whole]
+        else:
+            row = {seg["id"]: r for r, seg in enumerate(result.segments or [])}
+            keys = [(int(k), r) for k, r in row.items()]
+        for t in towers:
+            feats[t].update({i: result[t][r] for i, r in keys if r is not None})
+        failed.update(result.failed)
+        done += sum(r is not None for _, r in keys)
     ms = None
     if timing.is_file():
         ms = json.loads(timing.read_text()).get("ms_per_clip")
-    elif result.paths:
-        ms = elapsed * 1000 / (len(result.paths) * clips)
+    elif done:
+        ms = (time.perf_counter() - start) * 1000 / (done * clips)
         write_text_atomic(timing, json.dumps({"ms_per_clip": ms, "source": source, "towers": towers}))
-    return feats, dict(result.failed), ms
+    return feats, failed, ms
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -174,8 +198,9 @@ def rank(
     data_spec: str | None = None,
 ) -> RankReport:
     """Rank ``weights`` (registry names, ``"all"``, or any source :func:`avidzoo.from_pretrained` reads) on the
-    labelled media ``data`` (a :class:`LabelledMedia`, a class folder, a CSV with an optional ``group`` column, or
-    split files as :func:`avidzoo.datasets.open_dataset` reads them), for ``modality`` ``"video"``, ``"audio"`` or
+    labelled media ``data`` (a :class:`LabelledMedia`, a class folder, a CSV with optional ``start,end`` (a row
+    with both is that segment) and ``group`` columns, or split files as :func:`avidzoo.datasets.open_dataset` reads
+    them), for ``modality`` ``"video"``, ``"audio"`` or
     ``"both"`` (each tower, and the two fused). Writes the report into ``out`` and returns it.
 
     ``folds`` x ``repeats``: the stratified (group-aware) cross-validation of every protocol; ``shots`` and
@@ -191,9 +216,10 @@ def rank(
         data_spec = data_spec or os.fspath(data)
         data = open_dataset(data)
     data_spec = data_spec or data.source
-    if any(s != (None, None) for s in data.segments):
-        raise DatasetError(f"{data.source}: rank reads whole files; its start/end columns are not read yet (cut the "
-                           "segments into files, or leave the columns out)")
+    half = next((i for i, (a, b) in enumerate(data.segments) if (a is None) != (b is None)), None)
+    if half is not None:
+        raise DatasetError(f"{data.source}: item {half} ({data.paths[half]}) has a start or an end but not both; give "
+                           "both (a segment) or neither (the whole file)")
     if data.num_classes < 2:
         raise DatasetError(f"{data.source}: ranking needs at least 2 classes, found {data.num_classes}")
     counts = data.counts()
@@ -239,7 +265,7 @@ def rank(
                  f"{dev} ({per_clip:.0f} ms per clip; decoding adds to it, features already extracted are reused)")
             estimate_said = True
         _say(progress, f"[{i + 1}/{len(asked)}] {source}: {' and '.join(have)} features")
-        f, bad, ms = _features(model, source, have, paths, out / "features" / _slug(source), clips=clips,
+        f, bad, ms = _features(model, source, have, data, out / "features" / _slug(source), clips=clips,
                                device=device, num_workers=num_workers, progress=progress)
         for t in have:
             feats[(source, t)] = f[t]
@@ -250,7 +276,7 @@ def rank(
         raise DatasetError(f"no weight could be ranked: {json.dumps(skipped)}")
 
     # The items every feature set has, so that the comparison is paired
-    common = [i for i, p in enumerate(paths) if all(p in f for f in feats.values())]
+    common = [i for i in range(len(paths)) if all(i in f for f in feats.values())]
     if len(common) < len(paths):
         _say(progress, f"rank: {len(paths) - len(common)} item(s) could not be read by every weight and are left out "
              f"(listed in the report)")
@@ -259,7 +285,7 @@ def rank(
     groups = groups if any(g is not None for g in groups) else (
         [data.folds[i] for i in common] if any(data.folds[i] is not None for i in common) else None)
     sets: dict[tuple[str, str], torch.Tensor] = {
-        key: torch.stack([f[paths[i]] for i in common]).float() for key, f in feats.items()}
+        key: torch.stack([f[i] for i in common]).float() for key, f in feats.items()}
     if modality == "both":
         for source in dict.fromkeys(s for s, _ in feats):
             if (source, "video") in sets and (source, "audio") in sets:
