@@ -73,6 +73,8 @@ def test_towers_fused_one_modality_weights_and_a_weight_that_cannot_be_had(small
     assert all(float(r["extract_ms_per_clip"]) > 0 for r in rows)
     md = (out / "report.md").read_text()
     assert "cross_avid_r2plus1d.kinetics400" in md and "avidzoo finetune --model" in md
+    ending = md[md.index("## Next step"):]  # the report ends with the best weights and the command to run next
+    assert report["context"]["best"]["weights"][0] in ending and report["context"]["finetune_command"] in ending
     for name in ("ranking.svg", "few_shot.svg", "per_class.svg"):
         assert (out / name).read_text().startswith("<svg") or "<svg" in (out / name).read_text()[:200]
 

@@ -320,6 +320,11 @@ def _markdown(rows: list[dict], curves: dict, order_fs: list[str], context: dict
     for title, items in sections:
         if items:
             lines += ["", f"## {title}", "", *[f"- {i}" for i in items]]
+    if tied:  # the report ends as it began: which weights, and what to run next
+        names = ", ".join(f"`{_md(r['weight'])}`" for r in tied)
+        lines += ["", "## Next step", "", f"Best for {best.get('modality')}: {names}."]
+        if c.get("finetune_command"):
+            lines += ["", "```bash", str(c["finetune_command"]), "```"]
     return "\n".join(lines) + "\n"
 
 
