@@ -154,3 +154,23 @@ def test_segments_of_a_csv_are_items_beside_whole_files(small_model, clips_data,
     bad.write_text(f"path,label,start,end\n{data.paths[0]},a,0.5,\n{data.paths[1]},b,,\n")
     with pytest.raises(DatasetError, match="has a start or an end but not both"):
         rank(bad, [str(small_model)], out=tmp_path / "r2", progress=False)
+
+
+def test_split_files_root_fold_and_seed_through_the_command_line(small_model, clips_data, tmp_path):
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    data = VideoFolder(clips_data)
+    (splits / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(data.classes)))
+    (splits / "trainlist01.txt").write_text("".join(f"{p.parent.name}/{p.name} {lab + 1}\n"
+                                                    for p, lab in zip(data.paths, data.labels)))
+    runs = []
+    for seed in ("0", "1"):
+        out = tmp_path / f"rank{seed}"
+        assert cli(["rank", f"ucf101:{splits}", "--root", str(clips_data), "--fold", "1", "--seed", seed,
+                    "--weights", str(small_model), "--modality", "video", "--out", str(out), "--shots", "",
+                    *FAST]) == 0
+        runs.append(json.loads((out / "rank.json").read_text()))
+    assert runs[0]["context"]["items"] == len(data) and runs[0]["context"]["seed"] == 0
+    # the suggested command finds the data as this one did
+    assert runs[1]["context"]["seed"] == 1
+    assert f"--train ucf101:{splits} --root {clips_data} --fold 1 " in runs[1]["context"]["finetune_command"]
