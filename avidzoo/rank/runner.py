@@ -1,8 +1,9 @@
 """``avidzoo rank``: every weight asked for, on the user's own labelled media, in one report.
 
 For each weight (a registry name or anything :func:`avidzoo.from_pretrained` reads; one that cannot be had is listed
-as skipped) and each of its towers asked for: features through the extraction engine, written under
-``OUT/features/<weight>/<tower>`` (the extraction store: cached, resumed after a kill); then, on the frozen features,
+as skipped) and its towers asked for: features through the extraction engine in one pass, written under
+``OUT/features/<weight>/`` (extraction stores: ``files`` for whole files, ``segments-<fingerprint>`` for a CSV's
+start/end rows; cached, resumed after a kill); then, on the frozen features,
 each protocol of :mod:`avidzoo.rank.probes` over the same repeated folds, few-shot curves and LogME, kept under
 ``OUT/results`` so that a rerun redoes only what is missing. Audio and video of one weight are also scored fused
 (each tower's features L2-normalised, then concatenated). :func:`avidzoo.rank.stats.paired_bootstrap` then compares
