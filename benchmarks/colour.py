@@ -32,13 +32,14 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from avidzoo.io import MediaFile  # noqa: E402
-from avidzoo.io.colour import swscale_colour  # noqa: E402
-from avidzoo.io.pixels import RESIZE_FLAGS  # noqa: E402
+from avidzoo.io.colour import resize_rgb, swscale_colour  # noqa: E402
+from avidzoo.io.pixels import output_size  # noqa: E402
 
 from media import make_video  # noqa: E402
 
@@ -88,13 +89,12 @@ def legacy_here(path: str) -> dict[str, np.ndarray]:
 
 
 def resize_like_avidzoo(rgb: np.ndarray, size) -> np.ndarray:
-    """Short-side resize of RGB frames by swscale's bilinear RGB scaler, as MediaFile resizes after converting."""
+    """Short-side resize of RGB frames as MediaFile resizes after converting (:func:`resize_rgb`)."""
     out = []
     for frame in rgb:
         h, w = frame.shape[:2]
-        dims = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        out.append(f.reformat(width=dims[0], height=dims[1], interpolation=RESIZE_FLAGS).to_ndarray())
+        dims = output_size(av.VideoFrame(w, h, "rgb24"), size)
+        out.append(resize_rgb(torch.from_numpy(np.ascontiguousarray(frame)), dims).numpy())
     return np.stack(out)
 
 
