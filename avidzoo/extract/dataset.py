@@ -132,9 +132,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _read_rows(self, index: Any, path: Path | str, f: MediaFile, stack: contextlib.ExitStack, fileobj: Any,
                    metadata: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-        spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
-        if not spans:
-            raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
+        spans = self._spans(path, f)
         rows, notes, placement = self.timeline.rows(str(path), spans, self.clip_durations)
         k = self.timeline.clips_per_row
         starts = {m: self.timeline.clip_starts(rows, self.clip_durations[m], spans[m]) for m in spans}
@@ -152,28 +150,16 @@ class ClipDataset(torch.utils.data.Dataset):
             audio_file = stack.enter_context(MediaFile(path, threads=1, fileobj=_own_position(fileobj),
                                                        colour=self.colour))
         pending: dict[int, torch.Tensor] = {}
-        missing = [m for m in self.modalities if m not in spans]
         for part, r0 in enumerate(cuts):
             r1 = min(r0 + per_part, len(rows))
             c0, c1 = r0 * k, r1 * k
-            shared = starts["video" if "video" in spans else next(iter(spans))][c0:c1]
-            item: dict[str, Any] = {"index": index, "path": str(path), "starts": [round(t, 6) for t in shared],
-                                    "duration": f.info.duration, "times": [[round(a, 6), round(b, 6)]
-                                                                          for a, b in rows[r0:r1]],
-                                    "row_clips": k, "part": part, "parts": len(cuts), "last": r1 == len(rows)}
+            part_starts = {m: starts[m][c0:c1] for m in spans}
+            item = self._fields(index, path, f, spans, part_starts, placement)
+            item.update(times=[[round(a, 6), round(b, 6)] for a, b in rows[r0:r1]], row_clips=k, part=part,
+                        parts=len(cuts), last=r1 == len(rows))
             if notes:
                 item["segments"] = [{key: n[key] for key in ("label", "id") if n.get(key) is not None}
                                     for n in notes[r0:r1]]
-            if f.version:
-                item["version"] = f.version
-            if missing:
-                item["missing"] = missing
-            if placement != "overlap":
-                item["placement"] = placement
-            if "audio" in spans and "video" in spans:
-                audio_starts = [round(t, 6) for t in starts["audio"][c0:c1]]
-                if audio_starts != item["starts"]:
-                    item["audio_starts"] = audio_starts
             if metadata is not None:
                 item["metadata"] = metadata
             raw: dict[str, str] = {}
@@ -181,18 +167,10 @@ class ClipDataset(torch.utils.data.Dataset):
                 while any(i not in pending for i in range(c0, c1)):
                     i, clip = next(video)
                     pending[i] = clip
-                item["video"] = self._video(torch.stack([pending.pop(i) for i in range(c0, c1)]), raw)
-            if "audio" in self.modalities:
-                item["has_audio"] = "audio" in spans
-            if "audio" in spans:
-                waves = torch.stack(audio_file.read_audio(starts["audio"][c0:c1], self.clip_durations["audio"],
-                                                          sample_rate=int(self.audio_cfg["sample_rate"])))
-                if self.raw:
-                    item["audio"], raw["audio"] = waves, "wave"
-                else:
-                    item["audio"] = self.transforms.audio(waves)
+                item["video"] = self._video([pending.pop(i) for i in range(c0, c1)], raw)
+            self._audio(item, audio_file, spans, part_starts, raw)
             item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], (f if m == "video" else audio_file)
-                                                   .span(m)), 4) for s in starts[m][c0:c1]] for m in spans}
+                                                   .span(m)), 4) for s in part_starts[m]] for m in spans}
             if raw:
                 item["raw"] = raw
             yield item
@@ -207,9 +185,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return starts, placement
 
     def _read(self, i: Any, path: Path | str, f: MediaFile) -> dict[str, Any]:
-        spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
-        if not spans:
-            raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
+        spans = self._spans(path, f)
         v = self.video_cfg
         ruled = None
         if self.frame_rule != "avid" and "video" in spans:  # the method's own decoder rule places the clips
@@ -223,18 +199,7 @@ class ClipDataset(torch.utils.data.Dataset):
             lo, hi = spans["audio"]
             last = max(hi - self.clip_durations["audio"], lo)  # moved back to end with the stream, as GDT's
             clip_starts["audio"] = [min(lo + c.audio_from, last) for c in ruled]
-        item: dict[str, Any] = {"index": i, "path": str(path), "starts": [round(t, 6) for t in starts],
-                                "duration": f.info.duration}
-        if f.version:  # a remote object's ETag or version id: a resumed run redoes the object if it changed
-            item["version"] = f.version
-        missing = [m for m in self.modalities if m not in spans]
-        if missing:
-            item["missing"] = missing
-        if placement != "overlap":  # by a method's frame rule, or over one stream's span (they overlap too little)
-            item["placement"] = placement
-        audio_starts = [round(t, 6) for t in clip_starts.get("audio", starts)]
-        if audio_starts != item["starts"]:
-            item["audio_starts"] = audio_starts
+        item = self._fields(i, path, f, spans, clip_starts, placement)
         if len(set(item["starts"])) < len(starts):
             item["distinct_starts"] = len(set(item["starts"]))
         raw: dict[str, str] = {}
@@ -244,16 +209,8 @@ class ClipDataset(torch.utils.data.Dataset):
                 frames = f.read_frames([c.times for c in ruled], short_side=scale)
             else:
                 frames = f.read_video(starts, num_frames=int(v["num_frames"]), fps=float(v["fps"]), short_side=scale)
-            item["video"] = self._video(torch.stack(frames), raw)
-        if "audio" in self.modalities:
-            item["has_audio"] = "audio" in spans
-        if "audio" in spans:
-            waves = f.read_audio(clip_starts["audio"], self.clip_durations["audio"],
-                                 sample_rate=int(self.audio_cfg["sample_rate"]))
-            if self.raw:  # the spectrogram is made on the device
-                item["audio"], raw["audio"] = torch.stack(waves), "wave"
-            else:
-                item["audio"] = self.transforms.audio(torch.stack(waves))
+            item["video"] = self._video(frames, raw)
+        self._audio(item, f, spans, clip_starts, raw)
         # after the reads, which find where a stream without a declared end stops
         item["coverage"] = {m: [round(coverage(s, self.clip_durations[m], f.span(m)), 4) for s in clip_starts[m]]
                             for m in spans}
@@ -261,12 +218,63 @@ class ClipDataset(torch.utils.data.Dataset):
             item["raw"] = raw
         return item
 
-    def _video(self, frames: torch.Tensor, raw: dict[str, str]) -> torch.Tensor:
+    def _spans(self, path: Path | str, f: MediaFile) -> dict[str, tuple[float, float]]:
+        """The requested streams' spans (seconds) in the file; a file with none of them is an error."""
+        spans = {m: f.info.span(m) for m in self.modalities if f.info.has(m)}
+        if not spans:
+            raise MissingStreamError(path, f"has no {' or '.join(self.modalities)} stream")
+        return spans
+
+    def _fields(self, index: Any, path: Path | str, f: MediaFile, spans: dict[str, tuple[float, float]],
+                starts: dict[str, list[float]], placement: str) -> dict[str, Any]:
+        """The fields every item of a file carries: where its clips start (the video's, else the one stream's;
+        ``audio_starts`` where the audio's differ), and what the index row records of the file."""
+        shared = [round(t, 6) for t in starts["video" if "video" in starts else next(iter(starts))]]
+        item: dict[str, Any] = {"index": index, "path": str(path), "starts": shared, "duration": f.info.duration}
+        if f.version:  # a remote object's ETag or version id: a resumed run redoes the object if it changed
+            item["version"] = f.version
+        missing = [m for m in self.modalities if m not in spans]
+        if missing:
+            item["missing"] = missing
+        if placement != "overlap":  # by a method's frame rule, or over one stream's span (they overlap too little)
+            item["placement"] = placement
+        if "audio" in starts:
+            audio_starts = [round(t, 6) for t in starts["audio"]]
+            if audio_starts != shared:
+                item["audio_starts"] = audio_starts
+        return item
+
+    def _audio(self, item: dict[str, Any], f: MediaFile, spans: dict[str, tuple[float, float]],
+               starts: dict[str, list[float]], raw: dict[str, str]) -> None:
+        """``has_audio`` and the audio clips' inputs ``(B, 1, T, F)`` (with ``raw``, the waveforms: the
+        spectrogram is made on the device) into ``item``."""
+        if "audio" in self.modalities:
+            item["has_audio"] = "audio" in spans
+        if "audio" in spans:
+            waves = torch.stack(f.read_audio(starts["audio"], self.clip_durations["audio"],
+                                             sample_rate=int(self.audio_cfg["sample_rate"])))
+            if self.raw:
+                item["audio"], raw["audio"] = waves, "wave"
+            else:
+                item["audio"] = self.transforms.audio(waves)
+
+    def _video(self, clips: list[torch.Tensor], raw: dict[str, str]) -> torch.Tensor:
+        """Clips ``(T, H, W, 3)`` uint8 -> ``(B, 3, T, S, S)`` model inputs, or with ``raw`` the uint8 crops
+        ``(B, T, S, S, 3)`` (else the frames). Clips the decoder has already scaled are cropped before they are
+        stacked: the same pixels, and half the bytes copied."""
+        t = self.transforms.video
+        crops = [t.crop(c[None]) for c in clips]
+        if clips and all(c is not None for c in crops):
+            crops = torch.cat(crops)
+            if self.raw:
+                raw["video"] = "crop"
+                return crops
+            return t.normalize(crops)
+        frames = torch.stack(clips)
         if self.raw:
-            crops = self.transforms.video.crop(frames)
-            raw["video"] = "crop" if crops is not None else "frames"
-            return crops.contiguous() if crops is not None else frames
-        return self.transforms.video(frames)
+            raw["video"] = "frames"
+            return frames
+        return t(frames)
 
 
 def join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
