@@ -355,6 +355,25 @@ def test_a_full_disk_is_one_line_and_a_rerun_elsewhere_resumes(small_model, medi
     assert not kept & {r["path"] for r in new_rows}  # nothing finished was done again
 
 
+def test_a_full_disk_over_time_counts_each_file_s_rows(small_model, media, small_disk):
+    """Over time a file takes as many rows as its length gives: what the rest needs is counted at the rows the run's
+    files averaged, each row the size of every modality's vector, plus an index row per file."""
+    out = small_disk / "feats"
+    with pytest.raises(OutputWriteError) as caught:
+        avidzoo.extract_features(small_model, media, out=out, stride=0.1, num_workers=0, shard_size=1,
+                                 progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"{out}: cannot write the features, its disk is full") and "\n" not in message
+    found = re.search(r"the (\d+) left need about ([\d.]+) kB more \(at ([\d.,]+) rows a file, this run's average\)",
+                      message)
+    assert found, message
+    left, need, rows = int(found.group(1)), float(found.group(2)) * 1000, float(found.group(3).replace(",", ""))
+    kept = load_features(out)
+    assert rows > 1 and rows == pytest.approx(len(kept.times) / len(kept.paths), rel=0.01)
+    row_bytes = 4 * (kept["video"].shape[-1] + kept["audio"].shape[-1])
+    assert need == pytest.approx(left * (rows * row_bytes + 512), rel=0.01)
+
+
 def test_full_and_read_only_output_exit_4_with_one_line(small_model, media, small_disk, capsys):
     """The command line: status 4 (documented) and one line, for a full disk and for a folder turned read-only."""
     out = small_disk / "feats"

@@ -367,7 +367,8 @@ class FeatureExtractor(ClipEncoder):
                 write_snapshot(out, [str(p) for p in paths])
         except Exception as e:  # the disk full, a quota, a read-only folder: one line a person can act on
             written = writer.written if writer is not None else 0
-            if (err := no_room_error(e, out, written, len(mine) - written, self.row_bytes())) is None:
+            rows = 1.0 if self.timeline is None else writer.rows_per_input() if writer is not None else None
+            if (err := no_room_error(e, out, written, len(mine) - written, self.row_bytes(), rows)) is None:
                 raise
             raise err from None
         return out

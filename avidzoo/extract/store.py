@@ -285,11 +285,18 @@ class ShardWriter:
         self.buffer: list[tuple[dict, dict]] = []
         self.buffered_rows = 0
         self.written = 0  # inputs indexed by this writer (their data on disk)
+        self.seen = [0, 0]  # inputs with features given to this writer, and their rows (a row per input but timed)
+
+    def rows_per_input(self) -> float | None:
+        """Rows of features the inputs given so far averaged (1 without a timeline); ``None`` before any."""
+        return self.seen[1] / self.seen[0] if self.seen[0] else None
 
     def add(self, item: dict, feats: dict | None) -> None:
         if feats is None:
             self._append([{"path": item["path"], "status": "error", "error": item["error"]}])
             return
+        self.seen[0] += 1
+        self.seen[1] += len(item["times"]) if "times" in item else 1
         self.buffer.append((item, feats))
         self.buffered_rows += len(item.get("times") or ())
         # rows over time are flushed by count too: long files' features stay bounded and a kill loses little
@@ -340,27 +347,33 @@ _NO_ROOM = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "its disk quota is r
             errno.EROFS: "it is on a read-only file system", errno.EFBIG: "a file outgrew the size its system allows"}
 
 
-def no_room_error(e: BaseException, out: Path, written: int, left: int,
-                  bytes_per_input: int) -> OutputWriteError | None:
+def no_room_error(e: BaseException, out: Path, written: int, left: int, row_bytes: int,
+                  rows_per_input: float | None = 1.0) -> OutputWriteError | None:
     """The :class:`OutputWriteError` that ``e`` means if it says the output folder ``out`` cannot take more (an
     ``OSError``, or safetensors' error, which names the OS error in its message), else ``None``: one line with the
-    folder, why, what is kept, about how much the ``left`` inputs still need (``bytes_per_input`` each, their index
-    rows included) and what to do."""
+    folder, why, what is kept, about how much the ``left`` inputs still need and what to do. An input takes
+    ``rows_per_input`` rows of ``row_bytes`` and an index row: over time, the rows the run's files averaged so far
+    (``None``: none yet, so the need is given per row)."""
     code = e.errno if isinstance(e, OSError) else None
     if code not in _NO_ROOM:
         found = re.search(r"os error (\d+)", str(e))
         code = int(found.group(1)) if found else None
     if code not in _NO_ROOM:
         return None
-    need = left * (bytes_per_input + _INDEX_ROW_BYTES)
+    if rows_per_input is None:
+        need = f"need about {human_size(row_bytes)} per row of their features over time"
+    else:
+        need = f"need about {human_size(left * (row_bytes * rows_per_input + _INDEX_ROW_BYTES))} more"
+        if rows_per_input != 1:
+            need += f" (at {rows_per_input:,.1f}".removesuffix(".0") + " rows a file, this run's average)"
     try:
         free = f", {human_size(shutil.disk_usage(out).free)} free there" if code != errno.EROFS else ""
     except OSError:
         free = ""
     return OutputWriteError(
         f"{out}: cannot write the features, {_NO_ROOM[code]} ({os.strerror(code)}). {written} input(s) of this run "
-        f"are written and kept; the {left} left need about {human_size(need)} more{free}. Make room and rerun, or move "
-        "the folder to a disk with room and rerun with --out there: finished inputs are not redone")
+        f"are written and kept; the {left} left {need}{free}. Make room and rerun, or move the folder to a disk "
+        "with room and rerun with --out there: finished inputs are not redone")
 
 
 _INDEX_ROW_BYTES = 512  # about what one input's index row takes
