@@ -331,16 +331,22 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def fill_up(model, media, out, **options) -> str:
+    """Extracts into ``out`` on a disk too small for it: the OutputWriteError's message, checked to be one line that
+    opens with the folder and why."""
+    with pytest.raises(OutputWriteError) as caught:
+        avidzoo.extract_features(model, media, out=out, num_workers=0, shard_size=1, progress=False, **options)
+    message = str(caught.value)
+    assert message.startswith(f"{out}: cannot write the features, its disk is full") and "\n" not in message
+    return message
+
+
 def test_a_full_disk_is_one_line_and_a_rerun_elsewhere_resumes(small_model, media, clean, small_disk, tmp_path):
     """Extraction into a folder whose disk fills up: an OutputWriteError naming the folder, why, what is kept and
     about how much the rest needs, not safetensors' traceback; what was written is complete, and the folder moved
     to a disk with room finishes without redoing a finished input."""
     out = small_disk / "feats"
-    with pytest.raises(OutputWriteError) as caught:
-        avidzoo.extract_features(small_model, media, out=out, clips_per_video=2, num_workers=0, shard_size=1,
-                                 progress=False)
-    message = str(caught.value)
-    assert message.startswith(f"{out}: cannot write the features, its disk is full") and "\n" not in message
+    message = fill_up(small_model, media, out, clips_per_video=2)
     written = int(re.search(r"(\d+) input\(s\) of this run are written and kept", message).group(1))
     left = int(re.search(r"the (\d+) left need about [\d.]+ kB more, [\d.]+ (?:bytes|kB) free there", message).group(1))
     assert 0 < written < len(media) and written + left == len(media)
@@ -359,11 +365,7 @@ def test_a_full_disk_over_time_counts_each_file_s_rows(small_model, media, small
     """Over time a file takes as many rows as its length gives: what the rest needs is counted at the rows the run's
     files averaged, each row the size of every modality's vector, plus an index row per file."""
     out = small_disk / "feats"
-    with pytest.raises(OutputWriteError) as caught:
-        avidzoo.extract_features(small_model, media, out=out, stride=0.1, num_workers=0, shard_size=1,
-                                 progress=False)
-    message = str(caught.value)
-    assert message.startswith(f"{out}: cannot write the features, its disk is full") and "\n" not in message
+    message = fill_up(small_model, media, out, stride=0.1)
     found = re.search(r"the (\d+) left need about ([\d.]+) kB more \(at ([\d.,]+) rows a file, this run's average\)",
                       message)
     assert found, message
