@@ -175,9 +175,9 @@ class VideoTransform:
     def decoder_scale(self) -> int | tuple[int, int] | None:
         """How a decoder may scale frames before this transform (``short_side`` of
         :meth:`~avidzoo.io.MediaFile.read_video`): the short side ``resize`` (resized as PIL did for the originals,
-        within a grey level of this transform's float resize); ``(width, height)`` for a fixed size (VMZ's own scaler, which the decoder runs
-        exactly); ``None`` when the weights' resize has no antialiasing, which only the transform reproduces, so the
-        decoder gives full frames."""
+        within a grey level of this transform's float resize); ``(width, height)`` for a fixed size (VMZ's own
+        scaler, which the decoder runs exactly); ``None`` when the weights' resize has no antialiasing, which only the
+        transform reproduces, so the decoder gives full frames."""
         if isinstance(self.resize, tuple):
             return self.resize[1], self.resize[0]
         return self.resize if self.antialias else None
